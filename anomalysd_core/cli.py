@@ -1,0 +1,208 @@
+"""Command line: ``python -m anomalysd_core <command>`` (or the ``anomalysd`` console script).
+
+Commands: ``data build-mini``, ``pretrain``, ``fit``, ``evaluate``, ``score``, ``book``.
+Every config field can be set with ``--set key=value`` (repeatable), e.g. ``--set noise_strength=0.6``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+
+def _cfg(args):
+    from .config import get_config, parse_overrides
+
+    over = parse_overrides(args.set)
+    for name in ("data_root", "dataset", "shots", "seed", "device", "base_model", "out_dir"):
+        v = getattr(args, name, None)
+        if v is not None:
+            over[name] = v
+    if getattr(args, "classes", None):
+        over["classes"] = args.classes
+    return get_config(args.profile, **over)
+
+
+def _common(p, data=True):
+    p.add_argument("--profile", default="mini", choices=["paper", "mini", "smoke"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    p.add_argument("--out-dir", dest="out_dir", default=None, help="runs folder (default: runs)")
+    if data:
+        p.add_argument("--data-root", dest="data_root", default=None)
+        p.add_argument("--dataset", default=None, choices=["mvtec", "visa"])
+        p.add_argument("--shots", type=int, default=None)
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--classes", default=None, help="comma-separated subset of classes")
+        p.add_argument("--base-model", dest="base_model", default=None)
+
+
+def cmd_build_mini(args):
+    from .mini import build_mini
+    from .utils import Timer
+
+    with Timer() as t:
+        out = build_mini(args.out, size=args.size, seed=args.seed, profile=args.profile)
+    print(f"wrote {out} (manifest.csv, samples.png) in {t.seconds:.1f} s")
+
+
+def cmd_pretrain(args):
+    from .pretrain import pretrain
+
+    out = pretrain(args.out, stage=args.stage, size=args.size, vae_minutes=args.vae_minutes,
+                   unet_minutes=args.unet_minutes, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
+                   work=args.work, seed=args.seed)
+    print(f"base model written to {out}")
+
+
+def _print_table(df):
+    import pandas as pd
+
+    cols = ["method", "variant", "class", "i_auroc", "i_aupr", "i_f1max", "p_auroc", "p_pro", "p_f1max"]
+    with pd.option_context("display.width", 160, "display.max_rows", 500,
+                           "display.float_format", lambda v: f"{100 * v:.1f}"):
+        print(df[cols].to_string(index=False))
+
+
+def cmd_fit(args):
+    from .evaluate import fit
+
+    cfg = _cfg(args)
+    f = fit(cfg)
+    print(f"fitted {cfg.shots}-shot model for {len(f.classes)} classes (seed {cfg.seed}); "
+          f"run folder {f.run_dir}; stages " + ", ".join(f"{k} {v:.1f}s" for k, v in f.timer.stages.items()))
+    return f
+
+
+def cmd_evaluate(args):
+    from .evaluate import evaluate, fit
+
+    cfg = _cfg(args)
+    f = fit(cfg)
+    out = Path(args.results) if args.results else Path(cfg.out_dir) / cfg.profile / f"eval-{f.fit_hash}"
+    variants = tuple(args.variants.split(","))
+    df = evaluate(f, variants=variants, out_dir=out)
+    _print_table(df)
+    print(f"\nwrote {out}/metrics.csv, scores.csv, provenance.json")
+
+
+def cmd_score(args):
+    """Score a user's images of a named class: heat-map overlays (PNG) and a CSV of image scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from .data import DataError, IMAGE_EXTENSIONS, load_image
+    from .evaluate import fit
+    from .utils import atomic_path, write_csv_atomic
+
+    files = []
+    for p in map(Path, args.paths):
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise DataError(f"folder {str(p)!r} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"no such file or folder: {str(p)!r}")
+    cfg = _cfg(args)
+    f = fit(cfg)
+    if args.cls not in f.classes:
+        raise DataError(f"unknown class {args.cls!r}; the model knows: {', '.join(f.classes)}")
+    out = Path(args.out)
+    rows = []
+    for p in files:
+        img = load_image(p, cfg.image_size)
+        sm = f.detector.score(img, args.cls, seed=cfg.seed)
+        rows.append({"file": str(p), "class": args.cls, "score": sm.score})
+        fig, ax = plt.subplots(1, 2, figsize=(6, 3))
+        ax[0].imshow(img), ax[0].set_title(p.name)
+        ax[1].imshow(img), ax[1].imshow(sm.S_map, cmap="jet", alpha=0.5)
+        ax[1].set_title(f"score {sm.score:.3g}")
+        for a in ax:
+            a.axis("off")
+        with atomic_path(out / f"{p.stem}_map.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    write_csv_atomic(out / "scores.csv", pd.DataFrame(rows))
+    print(pd.DataFrame(rows).to_string(index=False))
+    print(f"wrote {len(rows)} overlays and scores.csv to {out}")
+
+
+def cmd_book(args):
+    from . import book
+
+    sys.exit(book.main(["--profile", args.profile] + (["--no-build"] if args.no_build else [])))
+
+
+def main(argv=None):
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ap = argparse.ArgumentParser(prog="anomalysd", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
+    b = d.add_parser("build-mini", help="write the mini (or smoke) benchmark in MVTec-AD layout")
+    b.add_argument("--out", default="data/mini")
+    b.add_argument("--size", type=int, default=128)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--profile", default="mini", choices=["mini", "smoke"])
+    b.set_defaults(fn=cmd_build_mini)
+
+    p = sub.add_parser("pretrain", help="pre-train the mini base model (VAE, then inpainting U-Net)")
+    p.add_argument("--out", default="models/mini-base")
+    p.add_argument("--stage", default="all", choices=["vae", "unet", "all"])
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--vae-minutes", type=float, default=16)
+    p.add_argument("--unet-minutes", type=float, default=40)
+    p.add_argument("--vae-steps", type=int, default=2500)
+    p.add_argument("--unet-steps", type=int, default=8000)
+    p.add_argument("--work", default="runs/pretrain")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_pretrain)
+
+    p = sub.add_parser("fit", help="sample K shots, fine-tune (eq 8-10), build prototype banks")
+    _common(p)
+    p.set_defaults(fn=cmd_fit)
+
+    p = sub.add_parser("evaluate", help="fit (reused when cached) and evaluate every test image")
+    _common(p)
+    p.add_argument("--variants", default="ms+proto,ms,full", help="Table-5 inference-mask variants")
+    p.add_argument("--results", default=None, help="folder for metrics.csv/scores.csv/provenance.json")
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("score", help="score your own images of a known class")
+    _common(p)
+    p.add_argument("paths", nargs="+", help="image files or folders")
+    p.add_argument("--class", dest="cls", required=True)
+    p.add_argument("--out", default="runs/score")
+    p.set_defaults(fn=cmd_score)
+
+    p = sub.add_parser("book", help="run every notebook with papermill, then build the site")
+    p.add_argument("--profile", default="mini", choices=["paper", "mini", "smoke"])
+    p.add_argument("--no-build", action="store_true")
+    p.set_defaults(fn=cmd_book)
+
+    args = ap.parse_args(argv)
+    if getattr(args, "classes", None):
+        args.classes = [c for c in args.classes.split(",") if c]
+    from .data import DataError
+    from .models import ModelError
+
+    try:
+        args.fn(args)
+    except (DataError, ModelError, FileNotFoundError, KeyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Run profiles: one plain dataclass, three presets (``paper``, ``mini``, ``smoke``).
+
+Every field can be overridden by name (from the CLI with ``--set key=value`` and from papermill
+parameters), so one code path serves the paper's settings on a GPU, the embedded CPU benchmark and
+the CI toy sizes. Paper values follow Sec. 4 and Sec. 5 of the paper (see ``METHOD.md``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MINI_BASE_MODEL = REPO_ROOT / "models" / "mini-base"
+
+
+@dataclass
+class Config:
+    profile: str = "mini"
+    # --- data ---
+    dataset: str = "mvtec"            # "mvtec" (folder layout) or "visa" (split_csv/1cls.csv)
+    data_root: str = "data/mini"      # mini/smoke: built by `anomalysd data build-mini`
+    image_size: int = 128             # paper: every image resized to 512 x 512
+    classes: list[str] | None = None  # None: every class found under data_root
+    shots: int = 1                    # K normal images per class (K in {0, 1, 2, 4})
+    seed: int = 0
+    # --- base model (Sec. 3) ---
+    base_model: str = str(MINI_BASE_MODEL)  # diffusers folder or hub id
+    text_encoder: str = "minilm"      # "clip" (paper, inside base_model) or "minilm" (mini)
+    # --- prototype features and perceptual distance (eq 12-17) ---
+    backbone: str = "efficientnet_lite0"   # paper: "efficientnet_b6" (timm)
+    distance: str = "lite0"                # paper: "lpips_alex"
+    # --- fine-tuning (eq 7-10) ---
+    finetune_unet: bool = True
+    finetune_decoder: bool = True
+    mask_design: str = "foreground"   # "foreground" (IoU > gamma) or "random" (Table 4)
+    prompt_design: str = "hierarchical"  # "hierarchical", "simple" or "none" (Table 4)
+    gammas: tuple[float, ...] = (0.0, 0.2, 0.5)
+    lr: float = 1e-4
+    batch_size: int = 8
+    unet_steps: int = 600             # optimiser steps; paper: 4000 epochs
+    decoder_steps: int = 150          # paper: 200 epochs
+    unet_epochs: int | None = None    # when set, overrides unet_steps (paper profile)
+    decoder_epochs: int | None = None
+    lpips_beta: float = 0.1           # eq 10
+    augment: bool = True
+    # --- inference (eq 11-21) ---
+    num_inference_steps: int = 10     # paper: 50 DDIM steps
+    noise_strength: float = 0.4       # lambda; T~ = lambda * T
+    noise_strength_per_class: dict[str, float] = field(default_factory=dict)
+    grid_scales: tuple[int, ...] = (1, 2, 4, 8)
+    mask_variant: str = "ms+proto"    # "full", "ms" or "ms+proto" (Table 5)
+    alpha: float = 0.1                # eq 21
+    blur_sigma_512: float = 4.0       # Gaussian blur sigma at 512 px, scaled with image size
+    infer_batch: int = 0              # masks per UNet batch; 0 = adapt to memory
+    # --- runtime ---
+    device: str = "auto"              # "auto", "cpu", "cuda"
+    dtype: str = "float32"            # "float16"/"bfloat16" on GPUs that support them
+    out_dir: str = "runs"
+
+    @property
+    def blur_sigma(self) -> float:
+        return self.blur_sigma_512 * self.image_size / 512.0
+
+    def strength_for(self, cls: str) -> float:
+        return float(self.noise_strength_per_class.get(cls, self.noise_strength))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self, keys: list[str] | None = None) -> str:
+        """Short stable hash of the fields in ``keys`` (all fields when None)."""
+        d = self.to_dict()
+        if keys is not None:
+            d = {k: d[k] for k in keys}
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+PROFILES: dict[str, dict] = {
+    "paper": dict(
+        profile="paper", dataset="mvtec", data_root="data/mvtec_anomaly_detection", image_size=512,
+        base_model="stable-diffusion-v1-5/stable-diffusion-inpainting", text_encoder="clip",
+        backbone="efficientnet_b6", distance="lpips_alex", batch_size=8,
+        unet_epochs=4000, decoder_epochs=200, num_inference_steps=50,
+        noise_strength_per_class={"capsule": 0.4, "wood": 0.4, "screw": 0.4},
+    ),
+    "mini": dict(profile="mini"),
+    "smoke": dict(
+        profile="smoke", data_root="data/smoke", image_size=64, unet_steps=4, decoder_steps=2,
+        batch_size=4, num_inference_steps=4, noise_strength=0.5, grid_scales=(1, 2, 4),
+    ),
+}
+
+FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, value):
+    """Parse a string override (CLI/papermill) into the field's type."""
+    if name not in FIELD_TYPES:
+        raise KeyError(f"unknown config field {name!r}; known: {sorted(FIELD_TYPES)}")
+    if not isinstance(value, str):
+        if isinstance(value, list) and "tuple" in str(FIELD_TYPES[name]):
+            return tuple(value)
+        return value
+    t = str(FIELD_TYPES[name])
+    try:
+        if t.startswith("bool"):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if t.startswith("int"):
+            return None if value.lower() == "none" else int(value)
+        if t.startswith("float"):
+            return float(value)
+        if t.startswith("tuple"):
+            conv = float if "float" in t else int
+            return tuple(conv(v) for v in value.replace(",", " ").split())
+        if t.startswith("dict"):
+            return {k: float(v) for k, v in (kv.split(":") for kv in value.split(",") if kv)}
+        if t.startswith("list"):
+            return None if value.lower() == "none" else [v for v in value.split(",") if v]
+    except ValueError as e:
+        raise ValueError(f"config field {name!r}: cannot parse {value!r} as {t}") from e
+    return value
+
+
+def get_config(profile: str = "mini", **overrides) -> Config:
+    """The preset for ``profile`` with ``overrides`` applied (strings are parsed)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    values = dict(PROFILES[profile])
+    for k, v in overrides.items():
+        values[k] = _coerce(k, v)
+    return Config(**values)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """``["steps=5", "alpha=0.2"]`` -> ``{"steps": "5", "alpha": "0.2"}`` (parsed later)."""
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise ValueError(f"override {p!r} is not of the form key=value")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out

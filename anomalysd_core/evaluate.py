@@ -1,0 +1,206 @@
+"""End-to-end runs: ``fit`` (shots, fine-tune, prototype banks) and ``evaluate`` (scores, metrics).
+
+``fit`` draws the K-shot normals of every class with a seed, fine-tunes one model on all of them
+(``finetune.py``; reused when its configuration hash matches) and builds the prototype banks.
+``evaluate`` scores every test image, caches its expensive intermediates (inpainting distance
+maps, prototype mask and error map) keyed by the fine-tune and inference settings, fuses every
+requested Table-5 variant from the same cache, adds the "prototype map alone" kNN baseline (the
+error map of eq 14 on the same features, upsampled and blurred: PatchCore-style) and writes
+per-class metrics, per-image scores and provenance atomically.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import data as data_mod
+from .finetune import FINETUNE_KEYS, finetune
+from .metrics import image_metrics, pixel_metrics
+from .scoring import AnomalySD, Intermediates, blur
+from .utils import Timer, provenance, resolve_device, seed_everything, write_csv_atomic, write_json_atomic
+
+INFER_KEYS = ["num_inference_steps", "noise_strength", "noise_strength_per_class", "grid_scales",
+              "prompt_design", "distance", "backbone", "image_size", "dtype"]
+METRIC_COLUMNS = ["i_auroc", "i_aupr", "i_f1max", "p_auroc", "p_pro", "p_f1max"]
+
+
+@dataclass
+class Fitted:
+    cfg: object
+    dataset: object
+    classes: list
+    shots: dict                      # class -> [Sample]
+    detector: AnomalySD
+    run_dir: Path
+    fit_hash: str
+    timer: Timer = field(default_factory=Timer)
+    finetune_info: dict = field(default_factory=dict)
+
+    @property
+    def shot_files(self) -> dict:
+        return data_mod.shots_manifest(self.shots)
+
+
+def open_data(cfg):
+    """The dataset of ``cfg`` (building the mini/smoke benchmark on first use)."""
+    from .mini import ensure_mini
+
+    root = ensure_mini(cfg)
+    ds = data_mod.open_dataset(cfg.dataset, root)
+    classes = cfg.classes or ds.classes
+    for c in classes:
+        ds.train(c)  # raises a clear error for an unknown class
+    return ds, list(classes)
+
+
+def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> Fitted:
+    """Shots -> fine-tune (if K > 0 and switched on) -> detector with prototype banks."""
+    from .features import build_backbone, build_distance
+    from .models import load_components
+
+    seed_everything(cfg.seed)
+    timer = Timer()
+    device = resolve_device(cfg.device)
+    with timer.stage("load"):
+        ds, classes = open_data(cfg)
+        shots = data_mod.sample_shots(ds, classes, cfg.shots, cfg.seed)
+        images = {c: [data_mod.load_image(s.path, cfg.image_size) for s in shots[c]] for c in classes}
+        comp = comp or load_components(cfg, device)
+        backbone = backbone or build_backbone(cfg.backbone, device=device)
+        distance = distance or build_distance(cfg.distance, device=device)
+    fit_hash = cfg.hash(FINETUNE_KEYS)
+    run_dir = Path(cfg.out_dir) / cfg.profile / f"fit-{fit_hash}"
+    info = {}
+    if cfg.shots > 0 and (cfg.finetune_unet or cfg.finetune_decoder):
+        kinds = {c: ds.class_kind(c) for c in classes}
+        with timer.stage("finetune"):
+            info = finetune(cfg, comp, images, kinds, run_dir, distance=distance, progress=progress)
+        if info["reused"]:  # the in-memory comp is still the base model: load the tuned parts
+            comp = load_components(cfg, device, unet_path=info.get("unet"), vae_path=info.get("vae"))
+    else:
+        fit_hash = cfg.hash([k for k in FINETUNE_KEYS if k not in ("finetune_unet", "finetune_decoder",
+                                                                    "mask_design", "gammas")]) + "-base"
+    det = AnomalySD(cfg, comp, backbone, distance)
+    with timer.stage("prototypes"):
+        det.set_shots(images)
+    return Fitted(cfg, ds, classes, shots, det, run_dir, fit_hash, timer, info)
+
+
+def proto_map(E: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """Prototype map alone (kNN baseline): eq 14's error map, bilinearly upsampled and blurred."""
+    t = torch.from_numpy(np.asarray(E, np.float32))[None, None]
+    return blur(F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy(), sigma)
+
+
+def _cache_path(fitted: Fitted, sample) -> Path:
+    key = fitted.fit_hash + "-" + fitted.cfg.hash(INFER_KEYS + ["seed"])
+    return Path(fitted.cfg.out_dir) / fitted.cfg.profile / "cache" / key / sample.cls / (
+        Path(sample.relpath).as_posix().replace("/", "__") + ".npz")
+
+
+def intermediates_cached(fitted: Fitted, sample, img) -> Intermediates:
+    """Intermediates of one test image, from the cache when the same settings made them before."""
+    p = _cache_path(fitted, sample)
+    if p.is_file():
+        z = np.load(p, allow_pickle=False)
+        return Intermediates(D_grid=z["D_grid"].astype(np.float32), index=[tuple(r) for r in z["index"]],
+                             D_proto=z["D_proto"].astype(np.float32) if "D_proto" in z else None,
+                             proto_mask=z["proto_mask"] if "proto_mask" in z else None,
+                             error_map=z["error_map"] if "error_map" in z else None)
+    inter = fitted.detector.intermediates(img, sample.cls, seed=fitted.cfg.seed)
+    arrays = {"D_grid": inter.D_grid.astype(np.float16), "index": np.array(inter.index)}
+    if inter.D_proto is not None:
+        arrays.update(D_proto=inter.D_proto.astype(np.float16), proto_mask=inter.proto_mask,
+                      error_map=inter.error_map)
+    from .utils import atomic_path
+
+    with atomic_path(p) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return Intermediates(D_grid=arrays["D_grid"].astype(np.float32), index=inter.index,
+                         D_proto=inter.D_proto, proto_mask=inter.proto_mask, error_map=inter.error_map)
+
+
+def class_metrics(labels, scores, masks, maps) -> dict:
+    out = {"i_" + k.replace("f1_max", "f1max"): v for k, v in image_metrics(labels, scores).items()}
+    if masks is None:
+        out.update(p_auroc=np.nan, p_pro=np.nan, p_f1max=np.nan)
+    else:
+        masks, maps = np.stack(masks), np.stack(maps)
+        big = masks.size > 20_000_000
+        pm = pixel_metrics(masks, maps, bins=2000 if big else None)
+        out.update(p_auroc=pm["auroc"], p_pro=pm["pro"], p_f1max=pm["f1_max"])
+    return out
+
+
+def evaluate(fitted: Fitted, variants=("ms+proto",), alphas=None, with_baseline: bool = True,
+             progress: bool = True, out_dir: str | Path | None = None, tag: str = "") -> pd.DataFrame:
+    """Score every test image; per-class + mean metrics for every variant (and the kNN baseline).
+
+    Returns the metrics table (columns: method, variant, class, shots, seed, n_test, n_anomalous
+    and ``METRIC_COLUMNS``; ``class == "mean"`` rows average the classes, pixel metrics over the
+    classes that have masks). With ``out_dir`` writes ``metrics{tag}.csv``, ``scores{tag}.csv`` and
+    ``provenance{tag}.json`` there, each atomically.
+    """
+    cfg, det = fitted.cfg, fitted.detector
+    alphas = [cfg.alpha] if alphas is None else list(alphas)
+    combos = [(v, a) for v in variants for a in (alphas if v == "ms+proto" else [None])]
+    rows, score_rows = [], []
+    t0 = time.perf_counter()
+    n_imgs = 0
+    for cls in fitted.classes:
+        samples = fitted.dataset.test(cls)
+        pixel = fitted.dataset.has_pixel_masks(cls)
+        acc = {c: ([], []) for c in combos + ([("knn", None)] if with_baseline else [])}
+        labels, gts = [], []
+        for s in tqdm(samples, desc=f"score {cls}", disable=not progress, mininterval=5):
+            img, mask = data_mod.load_sample(s, cfg.image_size)
+            with fitted.timer.stage("score"):
+                inter = intermediates_cached(fitted, s, img)
+            n_imgs += 1
+            labels.append(s.label)
+            gts.append(mask)
+            for v, a in combos:
+                sm = det.fuse(inter, variant=v, alpha=a)
+                acc[(v, a)][0].append(sm.score)
+                acc[(v, a)][1].append(sm.S_map)
+            if with_baseline and inter.error_map is not None:
+                m = proto_map(inter.error_map, cfg.image_size, cfg.blur_sigma)
+                acc[("knn", None)][0].append(float(m.max()))
+                acc[("knn", None)][1].append(m)
+        for (v, a), (scores, maps) in acc.items():
+            if not scores:
+                continue
+            method = "proto-knn" if v == "knn" else "anomalysd"
+            variant = "" if v == "knn" else (v if a is None or len(alphas) == 1 else f"{v}@alpha={a:g}")
+            r = {"method": method, "variant": variant, "class": cls, "shots": cfg.shots, "seed": cfg.seed,
+                 "n_test": len(labels), "n_anomalous": int(sum(labels))}
+            r.update(class_metrics(labels, scores, gts if pixel else None, maps))
+            rows.append(r)
+            score_rows += [{"method": method, "variant": variant, "class": cls, "file": s.relpath,
+                            "label": s.label, "score": sc} for s, sc in zip(samples, scores)]
+    df = pd.DataFrame(rows)
+    if len(df):
+        means = (df.groupby(["method", "variant"], sort=False)[METRIC_COLUMNS].mean().reset_index())
+        means["class"], means["shots"], means["seed"] = "mean", cfg.shots, cfg.seed
+        means["n_test"] = df.groupby(["method", "variant"], sort=False)["n_test"].sum().values
+        means["n_anomalous"] = df.groupby(["method", "variant"], sort=False)["n_anomalous"].sum().values
+        df = pd.concat([df, means], ignore_index=True)
+    seconds = time.perf_counter() - t0
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        write_csv_atomic(out_dir / f"scores{tag}.csv", pd.DataFrame(score_rows))
+        write_json_atomic(out_dir / f"provenance{tag}.json", provenance(
+            cfg, seeds=[cfg.seed], shot_files=fitted.shot_files, fit_hash=fitted.fit_hash,
+            classes=fitted.classes, n_test_images=n_imgs, variants=list(variants), alphas=alphas,
+            stage_seconds={**fitted.timer.stages, "evaluate_total": seconds},
+            seconds_per_image=seconds / max(n_imgs, 1), finetune=fitted.finetune_info))
+        write_csv_atomic(out_dir / f"metrics{tag}.csv", df)
+    return df

@@ -1,0 +1,114 @@
+"""Batched partial-denoising inpainting, eq (11): every mask of an image in one U-Net batch.
+
+For a test image x and masks M_1..M_N (the 85 multi-scale grid masks plus the prototype mask):
+
+1. z = E(x) once; the start latent z_T~ = sqrt(abar) z + sqrt(1-abar) eps at T~ = lambda T (eq 1);
+   one noise draw per image, shared by all its masks, so that the masks differ only in what they
+   hide (and the result is deterministic for a seed);
+2. the masked-image latents z_o = E((1 - M) x) and the masks m~ downsampled to latent size;
+3. DDIM from T~ to 0 on [z_t ; z_o ; m~] (eq 11) with the class's averaged prompt embedding;
+4. decode every result: x^_1..x^_N.
+
+Steps 2-4 run over chunks of masks; the chunk size adapts to memory (halved on out-of-memory).
+Masked pixels are filled with mid-grey (0 in SD's [-1, 1] range), as SD inpainting does.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .models import Components
+
+
+def masked_image(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """(1 - m) * x with the hidden pixels at mid-grey; x in [0, 1], m (N,1,H,W) in {0, 1}."""
+    return x * (1 - m) + 0.5 * m
+
+
+def latent_mask(m: torch.Tensor, latent_hw) -> torch.Tensor:
+    """m~ of eq (7): a latent cell is masked if any of its pixels is (max-pooling)."""
+    from .masks import downsample_mask
+
+    return downsample_mask(m, latent_hw)
+
+
+def unet_input(zt: torch.Tensor, zo: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """[z_t ; z_o ; m~] on channels (eq 7 and 11): 4 + 4 + 1 = 9 channels."""
+    if m.shape[-2:] != zt.shape[-2:]:
+        m = latent_mask(m, tuple(zt.shape[-2:]))
+    return torch.cat([zt, zo, m.to(zt.dtype)], dim=1)
+
+
+def start_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
+    """The DDIM timesteps from T~ = lambda * T down to 0: ceil(lambda * steps) U-Net calls."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"noise strength lambda must be in (0, 1], got {strength}")
+    scheduler.set_timesteps(steps)
+    n = min(steps, max(1, math.ceil(strength * steps - 1e-9)))
+    return scheduler.timesteps[steps - n:]
+
+
+def is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def auto_batch(comp: Components, n: int) -> int:
+    """A first guess at masks per U-Net batch; ``run_chunked`` halves it on out-of-memory."""
+    if comp.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(comp.device)
+        hw = comp.unet.config.sample_size ** 2
+        per_item = hw * comp.unet.config.block_out_channels[0] * 4 * 60 * (2 if comp.dtype == torch.float32 else 1)
+        return max(1, min(n, int(0.6 * free / max(per_item, 1))))
+    return min(n, 32)
+
+
+@torch.inference_mode()
+def inpaint(comp: Components, x: torch.Tensor, masks: torch.Tensor, context: torch.Tensor,
+            strength: float, steps: int, seed: int = 0, batch: int = 0,
+            progress: bool = False) -> torch.Tensor:
+    """Inpaint one image under N masks at once (eq 11). Returns x^ (N,3,H,W) in [0, 1].
+
+    x: (1,3,H,W) in [0, 1]; masks: (N,1,H,W) in {0, 1}; context: (1,L,d) text embedding.
+    """
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"inpaint takes one image (1,3,H,W), got {tuple(x.shape)}")
+    dev, dt = comp.device, comp.dtype
+    x, masks = x.to(dev, torch.float32), masks.to(dev, torch.float32)
+    n = masks.shape[0]
+    timesteps = start_timesteps(comp.scheduler, steps, strength)
+    z0 = comp.encode(x).to(dt)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    noise = torch.randn(z0.shape, generator=gen).to(dev, dt)
+    z_start = comp.scheduler.add_noise(z0, noise, timesteps[:1].to(dev))
+    ctx = context.to(dev, dt)
+
+    def run(lo: int, hi: int) -> torch.Tensor:
+        m = masks[lo:hi]
+        zo = comp.encode(masked_image(x, m)).to(dt)
+        ml = latent_mask(m, tuple(z0.shape[-2:])).to(dt)
+        z = z_start.expand(hi - lo, -1, -1, -1).clone()
+        c = ctx.expand(hi - lo, -1, -1)
+        for t in timesteps:
+            eps = comp.unet(torch.cat([z, zo, ml], 1), t.to(dev), encoder_hidden_states=c).sample
+            z = comp.scheduler.step(eps, t, z, eta=0.0).prev_sample
+        return comp.decode(z)
+
+    return run_chunked(run, n, batch or auto_batch(comp, n))
+
+
+def run_chunked(fn, n: int, batch: int) -> torch.Tensor:
+    """Apply ``fn(lo, hi)`` over [0, n) in chunks of ``batch``; halve the chunk on out-of-memory."""
+    outs, lo = [], 0
+    while lo < n:
+        hi = min(n, lo + batch)
+        try:
+            outs.append(fn(lo, hi))
+            lo = hi
+        except (RuntimeError, torch.OutOfMemoryError) as e:
+            if not is_oom(e) or batch == 1:
+                raise
+            batch = max(1, batch // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return torch.cat(outs)

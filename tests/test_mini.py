@@ -1,0 +1,159 @@
+"""The embedded mini benchmark: determinism, exact masks, disjoint splits, counts, loader."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from anomalysd_core.config import get_config
+from anomalysd_core.data import DataError, MVTecDataset, class_kind, load_sample, sample_shots
+from anomalysd_core.mini import (AREA_RANGE, MARKER, PROFILES, build_mini, clean_crop,
+                                 coin_region, ensure_mini, make_defect, quantise_defect)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    return build_mini(tmp_path_factory.mktemp("smoke") / "data", size=32, seed=0, profile="smoke")
+
+
+def _u8(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_smoke_build_is_byte_identical_for_a_seed(smoke, tmp_path):
+    again = build_mini(tmp_path / "again", size=32, seed=0, profile="smoke")
+    a, b = _files(smoke), _files(again)
+    assert a.keys() == b.keys() and a == b
+    assert {"manifest.csv", "samples.png", MARKER} <= set(a)
+    other = _files(build_mini(tmp_path / "other", size=32, seed=1, profile="smoke"))
+    assert other["brick/train/good/000.png"] != a["brick/train/good/000.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def test_smoke_counts_and_loader(smoke):
+    spec = PROFILES["smoke"]
+    ds = MVTecDataset(smoke)
+    assert ds.classes == sorted(spec["classes"])
+    for cls in ds.classes:
+        assert len(ds.train(cls)) == spec["train"]
+        test = ds.test(cls)
+        assert len(test) == spec["test_good"] + spec["test_bad"]
+        assert sum(s.label for s in test) == spec["test_bad"]
+        im, m = load_sample(next(s for s in test if s.label), size=32)
+        assert im.shape == (32, 32, 3)
+        if cls.startswith("solar_"):
+            assert not ds.has_pixel_masks(cls) and m is None
+            assert not (smoke / cls / "ground_truth").exists()
+        else:
+            assert ds.has_pixel_masks(cls) and m.any()
+        meta = json.loads((smoke / cls / "meta.json").read_text())
+        assert meta["kind"] == class_kind(cls, smoke) and meta["licence"] and meta["source"]
+    assert class_kind("coins", smoke) == "object" and class_kind("brick", smoke) == "texture"
+    assert len(sample_shots(ds, None, 2, 0)["coins"]) == 2
+    man = pd.read_csv(smoke / "manifest.csv", keep_default_na=False)
+    assert len(man) == sum(len(ds.train(c)) + len(ds.test(c)) for c in ds.classes)
+    assert all((smoke / f).is_file() for f in man["file"])
+    assert all((smoke / f).is_file() for f in man["mask_file"] if f)
+
+
+def test_masks_are_exactly_the_changed_pixels(smoke):
+    man = pd.read_csv(smoke / "manifest.csv", keep_default_na=False)
+    bad = man[(man.label == 1) & (man.mask_file != "")]
+    assert len(bad) == 6  # brick and coins, 3 each
+    for r in bad.itertuples():
+        box = tuple(int(v) for v in r.crop_box.split(","))
+        clean = clean_crop(r.cls, box, 32)
+        img, mask = _u8(smoke / r.file), _u8(smoke / r.mask_file) != 0
+        assert img.shape == clean.shape and mask.shape == (32, 32)
+        np.testing.assert_array_equal(mask, np.any(img != clean, axis=-1))
+        diff = np.abs(img.astype(float) - clean.astype(float)) / 255.0
+        np.testing.assert_array_equal(mask, np.any(diff > 1 / 255 + 1e-9, axis=-1))
+        assert 0.005 <= mask.mean() <= 0.1
+        assert diff[mask].max() > 0.15           # visible
+        if r.cls == "coins":                     # defects only on the coin
+            cid = int(r.source_item.split("_")[1])
+            assert not (mask & ~coin_region(cid, box, 32, erode=False)).any()
+
+
+def test_train_and_test_come_from_disjoint_sources(smoke):
+    man = pd.read_csv(smoke / "manifest.csv", keep_default_na=False)
+    tex = man[man.cls == "brick"]
+    for r in tex.itertuples():
+        y0, x0, y1, x1 = (int(v) for v in r.crop_box.split(","))
+        assert (y1 <= 256) if r.split == "train" else (y0 >= 256)
+    for cls in ("coins", "solar_mono"):
+        c = man[man.cls == cls]
+        train, test = set(c[c.split == "train"].source_item), set(c[c.split == "test"].source_item)
+        assert train and test and not (train & test)
+        assert len(test) == len(c[c.split == "test"])  # every test image from its own source
+    solar = man[man.cls == "solar_mono"]
+    assert set(solar[solar.label == 0].probability.astype(float)) == {0.0}
+    assert all(p >= 2 / 3 - 1e-3 for p in solar[solar.label == 1].probability.astype(float))
+
+
+@pytest.mark.parametrize("defect", ["scratch", "stain", "hole", "crack", "foreign"])
+def test_make_defect_exact_mask_and_area(defect):
+    rng = np.random.default_rng(5)
+    clean = clean_crop("gravel", (256, 0, 416, 160), 64)
+    donor = ("grass", clean_crop("grass", (0, 0, 160, 160), 64))
+    out, mask, _ = make_defect(clean, defect, rng, donor=donor)
+    assert out.dtype == np.uint8 and mask.dtype == bool
+    np.testing.assert_array_equal(mask, np.any(out != clean, axis=-1))
+    assert AREA_RANGE[0] <= mask.mean() <= AREA_RANGE[1]
+    allowed = np.zeros((64, 64), bool)
+    allowed[16:48, 16:48] = True
+    out, mask, _ = make_defect(clean, defect, np.random.default_rng(1), allowed=allowed, donor=donor)
+    assert mask.any() and not (mask & ~allowed).any()
+
+
+def test_quantise_defect_reverts_sub_tolerance_changes():
+    clean = np.full((4, 4, 3), 100, np.uint8)
+    f = clean / 255.0
+    f[0, 0, 0] += 1 / 255   # one level: reverted
+    f[1, 1, 1] += 5 / 255   # five levels: kept, and masked
+    out, mask = quantise_defect(clean, f)
+    assert mask.sum() == 1 and mask[1, 1] and out[0, 0, 0] == 100 and out[1, 1, 1] == 105
+
+
+def test_ensure_mini_builds_once_and_rebuilds_half_built(tmp_path):
+    cfg = get_config("smoke", data_root=str(tmp_path / "smoke_data"))
+    root = ensure_mini(cfg)
+    assert root == tmp_path / "smoke_data" and (root / MARKER).is_file()
+    stamp = (root / MARKER).stat().st_mtime_ns
+    assert ensure_mini(cfg) == root and (root / MARKER).stat().st_mtime_ns == stamp
+    (root / MARKER).unlink()                       # looks half-built: rebuilt
+    (root / "brick" / "train" / "good" / "000.png").unlink()
+    ensure_mini(cfg)
+    assert (root / MARKER).is_file() and (root / "brick" / "train" / "good" / "000.png").is_file()
+    foreign = tmp_path / "real"
+    (foreign / "bottle").mkdir(parents=True)
+    cfg2 = get_config("smoke", data_root=str(foreign))
+    assert ensure_mini(cfg2) == foreign and not (foreign / MARKER).exists()
+    with pytest.raises(DataError, match="not a mini build"):
+        build_mini(foreign, size=32, profile="smoke")
+    with pytest.raises(DataError, match="does not exist"):
+        ensure_mini(get_config("paper", data_root=str(tmp_path / "nothing")))
+    with pytest.raises(DataError, match="'huge'"):
+        build_mini(tmp_path / "x", profile="huge")
+
+
+def test_mini_profile_counts_at_small_size(tmp_path):
+    root = build_mini(tmp_path / "mini", size=32, seed=0, profile="mini")
+    ds = MVTecDataset(root)
+    assert ds.classes == sorted(PROFILES["mini"]["classes"])
+    for cls in ds.classes:
+        assert len(ds.train(cls)) == 4
+        assert len(ds.test(cls)) == 20 and sum(s.label for s in ds.test(cls)) == 10
+        assert ds.has_pixel_masks(cls) == (not cls.startswith("solar_"))
+    defects = {s.defect for s in ds.test("grass") if s.label}
+    assert defects == {"scratch", "stain", "hole", "crack", "foreign"}
+    assert {s.defect for s in ds.test("coins") if s.label} == {"scratch", "stain", "hole"}
