@@ -16,6 +16,7 @@ error map of eq 14 used on its own, i.e. AnomalySD without Stable Diffusion).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -286,10 +287,26 @@ class SPADE(_Baseline):
 # --------------------------------------------------------------------------------------------
 # PaDiM
 # --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _single_thread(device):
+    """Run batched small-matrix LAPACK calls (Cholesky, triangular solves) with one CPU thread:
+    torch loops over the batch, and intra-op threads only add overhead there (on a busy 2-core
+    machine 10-100x). Restores the previous setting; a no-op for CUDA tensors."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def ledoit_wolf_batched(X: torch.Tensor):
     """Ledoit-Wolf shrunk covariance for a batch of sample sets, the same formula as
-    ``sklearn.covariance.ledoit_wolf`` (biased empirical covariance, shrinkage towards
-    ``mu I`` with ``mu = trace / p``).
+    ``sklearn.covariance.ledoit_wolf`` (biased empirical covariance S, shrunk towards ``mu I`` with
+    ``mu = trace(S) / p``; shrinkage ``min(beta, delta) / delta``).
 
     ``X``: ``(P, n, p)`` (P independent sets of n samples of dimension p). Returns
     ``(cov (P, p, p), shrinkage (P,))``, in float64."""
@@ -298,15 +315,15 @@ def ledoit_wolf_batched(X: torch.Tensor):
     Xc = X - X.mean(dim=1, keepdim=True)
     emp = Xc.transpose(1, 2) @ Xc / n                               # (P, p, p)
     X2 = Xc ** 2
-    emp_trace = X2.sum(dim=1) / n                                   # (P, p) diag of emp
-    mu = emp_trace.sum(dim=1) / p                                   # (P,)
-    beta_ = (X2.transpose(1, 2) @ X2).sum(dim=(1, 2))
-    delta_ = ((Xc.transpose(1, 2) @ Xc) ** 2).sum(dim=(1, 2)) / n ** 2
+    emp_diag = X2.sum(dim=1) / n                                    # (P, p)
+    mu = emp_diag.sum(dim=1) / p                                    # (P,)
+    beta_ = (X2.sum(dim=2) ** 2).sum(dim=1)                         # sum of (X2^T X2)
+    delta_ = (emp ** 2).sum(dim=(1, 2))                             # sum of (Xc^T Xc)^2 / n^2
     beta = (beta_ / n - delta_) / (p * n)
-    delta = (delta_ - 2.0 * mu * emp_trace.sum(dim=1) + p * mu ** 2) / p
+    delta = (delta_ - 2.0 * mu * emp_diag.sum(dim=1) + p * mu ** 2) / p
     beta = torch.minimum(beta, delta)
-    shrink = torch.where(beta == 0, torch.zeros_like(beta), beta / torch.where(delta == 0,
-                                                                              torch.ones_like(delta), delta))
+    safe = torch.where(delta == 0, torch.ones_like(delta), delta)
+    shrink = torch.where(beta == 0, torch.zeros_like(beta), beta / safe)
     eye = torch.eye(p, dtype=X.dtype, device=X.device)
     cov = (1.0 - shrink)[:, None, None] * emp + (shrink * mu)[:, None, None] * eye
     return cov, shrink
@@ -362,7 +379,8 @@ class PaDiM(_Baseline):
             Xc = X - self.mean[:, None]
             cov = Xc.transpose(1, 2) @ Xc / max(N - 1, 1) + float(self.shrinkage) * eye
         self.cov = cov
-        self.precision = torch.linalg.inv(cov)                          # (hw, d, d)
+        with _single_thread(cov.device):
+            self.chol = torch.linalg.cholesky(cov)                      # (hw, d, d), S = L L^T
         self.grid = (h, w)
         self.fitted = True
         return self
@@ -371,9 +389,11 @@ class PaDiM(_Baseline):
         """Per-cell Mahalanobis distance ``sqrt((x - mu)^T S^-1 (x - mu))`` of embeddings
         ``(B, d, h, w)`` -> ``(B, h, w)``."""
         B, d, h, w = e.shape
-        diff = e.permute(0, 2, 3, 1).reshape(B, h * w, d).double() - self.mean[None]
-        m2 = torch.einsum("bpi,pij,bpj->bp", diff, self.precision, diff)
-        return m2.clamp_min(0).sqrt().reshape(B, h, w).float()
+        diff = e.permute(2, 3, 1, 0).reshape(h * w, d, B).double() - self.mean[:, :, None]
+        with _single_thread(diff.device):   # ||L^-1 (x - mu)||^2 = (x - mu)^T S^-1 (x - mu)
+            z = torch.linalg.solve_triangular(self.chol, diff, upper=False)
+        m2 = (z * z).sum(dim=1)                                          # (hw, B)
+        return m2.sqrt().T.reshape(B, h, w).float()
 
     @torch.no_grad()
     def predict(self, images):

@@ -22,7 +22,7 @@ class Config:
     # --- data ---
     dataset: str = "mvtec"            # "mvtec" (folder layout) or "visa" (split_csv/1cls.csv)
     data_root: str = "data/mini"      # mini/smoke: built by `anomalysd data build-mini`
-    image_size: int = 128             # paper: every image resized to 512 x 512
+    image_size: int = 64              # paper: every image resized to 512 x 512
     classes: list[str] | None = None  # None: every class found under data_root
     shots: int = 1                    # K normal images per class (K in {0, 1, 2, 4})
     seed: int = 0
@@ -89,7 +89,7 @@ PROFILES: dict[str, dict] = {
     ),
     "mini": dict(profile="mini"),
     "smoke": dict(
-        profile="smoke", data_root="data/smoke", image_size=64, unet_steps=4, decoder_steps=2,
+        profile="smoke", data_root="data/smoke", image_size=32, unet_steps=4, decoder_steps=2,
         batch_size=4, num_inference_steps=4, noise_strength=0.5, grid_scales=(1, 2, 4),
     ),
 }

@@ -140,44 +140,70 @@ def class_metrics(labels, scores, masks, maps) -> dict:
     return out
 
 
-def evaluate(fitted: Fitted, variants=("ms+proto",), alphas=None, with_baseline: bool = True,
-             progress: bool = True, out_dir: str | Path | None = None, tag: str = "") -> pd.DataFrame:
-    """Score every test image; per-class + mean metrics for every variant (and the kNN baseline).
+def combos(cfg, variants=("ms+proto",), alphas=None) -> tuple[list, list]:
+    """The (variant, alpha) pairs to fuse (alpha only for ``ms+proto``) and the alphas used."""
+    alphas = [cfg.alpha] if alphas is None else list(alphas)
+    return [(v, a) for v in variants for a in (alphas if v == "ms+proto" else [None])], alphas
 
-    Returns the metrics table (columns: method, variant, class, shots, seed, n_test, n_anomalous
-    and ``METRIC_COLUMNS``; ``class == "mean"`` rows average the classes, pixel metrics over the
-    classes that have masks). With ``out_dir`` writes ``metrics{tag}.csv``, ``scores{tag}.csv`` and
-    ``provenance{tag}.json`` there, each atomically.
+
+def test_items(fitted: Fitted) -> list:
+    """Every test image of the fitted classes as ``(class, sample)``, in evaluation order."""
+    return [(cls, s) for cls in fitted.classes for s in fitted.dataset.test(cls)]
+
+
+def score_item(fitted: Fitted, sample, combos_, with_baseline: bool = True) -> dict:
+    """Score one test image: label, ground truth and (score, S_map) of every fused variant.
+
+    The record is what ``summarise`` needs and no more, so that records made in other processes
+    (``parallel.py``) can be gathered and summarised by one process.
     """
     cfg, det = fitted.cfg, fitted.detector
-    alphas = [cfg.alpha] if alphas is None else list(alphas)
-    combos = [(v, a) for v in variants for a in (alphas if v == "ms+proto" else [None])]
+    img, mask = data_mod.load_sample(sample, cfg.image_size)
+    with fitted.timer.stage("score"):
+        inter = intermediates_cached(fitted, sample, img)
+    fused = {}
+    for v, a in combos_:
+        sm = det.fuse(inter, variant=v, alpha=a)
+        fused[(v, a)] = (sm.score, sm.S_map)
+    if with_baseline and inter.error_map is not None:
+        m = proto_map(inter.error_map, cfg.image_size, cfg.blur_sigma)
+        fused[("knn", None)] = (float(m.max()), m)
+    return {"cls": sample.cls, "sample": sample, "label": sample.label, "gt": mask, "fused": fused}
+
+
+def collect(fitted: Fitted, items=None, variants=("ms+proto",), alphas=None, with_baseline: bool = True,
+            progress: bool = True) -> list[dict]:
+    """``score_item`` over ``items`` (default: ``test_items(fitted)``), in order."""
+    combos_, _ = combos(fitted.cfg, variants, alphas)
+    items = test_items(fitted) if items is None else list(items)
+    return [score_item(fitted, s, combos_, with_baseline)
+            for _, s in tqdm(items, desc="score", disable=not progress, mininterval=5)]
+
+
+def summarise(fitted: Fitted, records: list[dict], variants=("ms+proto",), alphas=None,
+              with_baseline: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-class and mean metrics (the table ``evaluate`` returns) and the per-image score rows.
+
+    ``records`` (from ``collect``, in any order and from any number of processes) are grouped by
+    class in ``fitted.classes`` order and kept in the dataset's test order within a class.
+    """
+    cfg = fitted.cfg
+    combos_, alphas = combos(cfg, variants, alphas)
+    order = {(s.cls, s.path): i for i, (_, s) in enumerate(test_items(fitted))}
+    records = sorted(records, key=lambda r: order.get((r["cls"], r["sample"].path), len(order)))
     rows, score_rows = [], []
-    t0 = time.perf_counter()
-    n_imgs = 0
     for cls in fitted.classes:
-        samples = fitted.dataset.test(cls)
+        recs = [r for r in records if r["cls"] == cls]
+        samples = [r["sample"] for r in recs]
+        labels = [r["label"] for r in recs]
+        gts = [r["gt"] for r in recs]
         pixel = fitted.dataset.has_pixel_masks(cls)
-        acc = {c: ([], []) for c in combos + ([("knn", None)] if with_baseline else [])}
-        labels, gts = [], []
-        for s in tqdm(samples, desc=f"score {cls}", disable=not progress, mininterval=5):
-            img, mask = data_mod.load_sample(s, cfg.image_size)
-            with fitted.timer.stage("score"):
-                inter = intermediates_cached(fitted, s, img)
-            n_imgs += 1
-            labels.append(s.label)
-            gts.append(mask)
-            for v, a in combos:
-                sm = det.fuse(inter, variant=v, alpha=a)
-                acc[(v, a)][0].append(sm.score)
-                acc[(v, a)][1].append(sm.S_map)
-            if with_baseline and inter.error_map is not None:
-                m = proto_map(inter.error_map, cfg.image_size, cfg.blur_sigma)
-                acc[("knn", None)][0].append(float(m.max()))
-                acc[("knn", None)][1].append(m)
-        for (v, a), (scores, maps) in acc.items():
-            if not scores:
+        for key in combos_ + ([("knn", None)] if with_baseline else []):
+            got = [r["fused"][key] for r in recs if key in r["fused"]]
+            if not got:
                 continue
+            scores, maps = [g[0] for g in got], [g[1] for g in got]
+            v, a = key
             method = "proto-knn" if v == "knn" else "anomalysd"
             variant = "" if v == "knn" else (v if a is None or len(alphas) == 1 else f"{v}@alpha={a:g}")
             r = {"method": method, "variant": variant, "class": cls, "shots": cfg.shots, "seed": cfg.seed,
@@ -193,14 +219,39 @@ def evaluate(fitted: Fitted, variants=("ms+proto",), alphas=None, with_baseline:
         means["n_test"] = df.groupby(["method", "variant"], sort=False)["n_test"].sum().values
         means["n_anomalous"] = df.groupby(["method", "variant"], sort=False)["n_anomalous"].sum().values
         df = pd.concat([df, means], ignore_index=True)
+    return df, pd.DataFrame(score_rows)
+
+
+def write_outputs(fitted: Fitted, df: pd.DataFrame, scores: pd.DataFrame, out_dir, tag: str = "",
+                  n_imgs: int = 0, variants=("ms+proto",), alphas=None, seconds: float = 0.0,
+                  **extra) -> None:
+    """``metrics{tag}.csv``, ``scores{tag}.csv`` and ``provenance{tag}.json`` in ``out_dir``, atomically."""
+    cfg = fitted.cfg
+    _, alphas = combos(cfg, variants, alphas)
+    out_dir = Path(out_dir)
+    write_csv_atomic(out_dir / f"scores{tag}.csv", scores)
+    write_json_atomic(out_dir / f"provenance{tag}.json", provenance(
+        cfg, seeds=[cfg.seed], shot_files=fitted.shot_files, fit_hash=fitted.fit_hash,
+        classes=fitted.classes, n_test_images=n_imgs, variants=list(variants), alphas=alphas,
+        stage_seconds={**fitted.timer.stages, "evaluate_total": seconds},
+        seconds_per_image=seconds / max(n_imgs, 1), finetune=fitted.finetune_info, **extra))
+    write_csv_atomic(out_dir / f"metrics{tag}.csv", df)
+
+
+def evaluate(fitted: Fitted, variants=("ms+proto",), alphas=None, with_baseline: bool = True,
+             progress: bool = True, out_dir: str | Path | None = None, tag: str = "") -> pd.DataFrame:
+    """Score every test image; per-class + mean metrics for every variant (and the kNN baseline).
+
+    Returns the metrics table (columns: method, variant, class, shots, seed, n_test, n_anomalous
+    and ``METRIC_COLUMNS``; ``class == "mean"`` rows average the classes, pixel metrics over the
+    classes that have masks). With ``out_dir`` writes ``metrics{tag}.csv``, ``scores{tag}.csv`` and
+    ``provenance{tag}.json`` there, each atomically. ``collect`` + ``summarise`` do the work; the
+    data-parallel ``parallel.evaluate_parallel`` shards ``collect`` across processes.
+    """
+    t0 = time.perf_counter()
+    records = collect(fitted, None, variants, alphas, with_baseline, progress)
+    df, scores = summarise(fitted, records, variants, alphas, with_baseline)
     seconds = time.perf_counter() - t0
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        write_csv_atomic(out_dir / f"scores{tag}.csv", pd.DataFrame(score_rows))
-        write_json_atomic(out_dir / f"provenance{tag}.json", provenance(
-            cfg, seeds=[cfg.seed], shot_files=fitted.shot_files, fit_hash=fitted.fit_hash,
-            classes=fitted.classes, n_test_images=n_imgs, variants=list(variants), alphas=alphas,
-            stage_seconds={**fitted.timer.stages, "evaluate_total": seconds},
-            seconds_per_image=seconds / max(n_imgs, 1), finetune=fitted.finetune_info))
-        write_csv_atomic(out_dir / f"metrics{tag}.csv", df)
+        write_outputs(fitted, df, scores, out_dir, tag, len(records), variants, alphas, seconds)
     return df

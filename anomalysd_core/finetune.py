@@ -85,18 +85,21 @@ class ShotSet:
 
 
 def _load_ckpt(path: Path, model, opt):
+    """(step, losses, NumPy generator state, torch generator state) of a checkpoint, if any."""
     if not path.is_file():
-        return 0, [], None
+        return 0, [], None, None
     ck = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["opt"])
-    return ck["step"], ck["losses"], ck.get("rng")
+    return ck["step"], ck["losses"], ck.get("rng"), ck.get("torch_rng")
 
 
-def _save_ckpt(path: Path, step, model, opt, losses, rng) -> None:
+def _save_ckpt(path: Path, step, model, opt, losses, rng, gen: torch.Generator | None = None) -> None:
+    """Everything a resumed run needs to continue exactly: weights, Adam state, both generators."""
     with atomic_path(path) as tmp:
         torch.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
-                    "losses": losses, "rng": rng.bit_generator.state}, tmp)
+                    "losses": losses, "rng": rng.bit_generator.state,
+                    "torch_rng": gen.get_state() if gen is not None else None}, tmp)
 
 
 def finetune_unet(cfg, comp, data: ShotSet, run_dir: Path, ckpt_every: int = 100, progress=True) -> list[float]:
@@ -107,12 +110,14 @@ def finetune_unet(cfg, comp, data: ShotSet, run_dir: Path, ckpt_every: int = 100
     opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
     steps = num_steps(cfg.unet_steps, cfg.unet_epochs, len(data), cfg.batch_size)
     ck = run_dir / "unet_ckpt.pt"
-    start, losses, rng_state = _load_ckpt(ck, unet, opt)
+    start, losses, rng_state, gen_state = _load_ckpt(ck, unet, opt)
     rng = np.random.default_rng([cfg.seed, 1])
     if rng_state is not None:
         rng.bit_generator.state = rng_state
     noise_sched = DDPMScheduler.from_config(comp.scheduler.config)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + start)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000)  # noise and timesteps of eq (8)
+    if gen_state is not None:  # resume the same noise stream (a resumed run equals an unbroken one)
+        gen.set_state(gen_state)
     cache: dict[str, torch.Tensor] = {}
     dev = comp.device
     for step in tqdm(range(start, steps), desc="fine-tune U-Net", disable=not progress, mininterval=5):
@@ -138,7 +143,7 @@ def finetune_unet(cfg, comp, data: ShotSet, run_dir: Path, ckpt_every: int = 100
         opt.step()
         losses.append(loss.item())
         if (step + 1) % ckpt_every == 0 and step + 1 < steps:
-            _save_ckpt(ck, step + 1, unet, opt, losses, rng)
+            _save_ckpt(ck, step + 1, unet, opt, losses, rng, gen)
     unet.eval().requires_grad_(False)
     return losses
 
@@ -155,7 +160,7 @@ def finetune_decoder(cfg, comp, data: ShotSet, distance, run_dir: Path, ckpt_eve
     opt = torch.optim.Adam(params, lr=cfg.lr)
     steps = num_steps(cfg.decoder_steps, cfg.decoder_epochs, len(data), cfg.batch_size)
     ck = run_dir / "decoder_ckpt.pt"
-    start, losses, rng_state = _load_ckpt(ck, holder, opt)
+    start, losses, rng_state, _ = _load_ckpt(ck, holder, opt)
     rng = np.random.default_rng([cfg.seed, 2])
     if rng_state is not None:
         rng.bit_generator.state = rng_state

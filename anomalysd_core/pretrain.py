@@ -241,8 +241,8 @@ def train_unet(comp, batches: Batches, steps: int, max_minutes: float, state: Pa
             "final_loss": float(np.mean(losses[-200:])), "losses": losses}
 
 
-def pretrain(out: str | Path, stage: str = "all", size: int = 128, vae_steps: int = 3000,
-             unet_steps: int = 8000, vae_minutes: float = 15, unet_minutes: float = 40,
+def pretrain(out: str | Path, stage: str = "all", size: int = 64, vae_steps: int = 3000,
+             unet_steps: int = 20000, vae_minutes: float = 15, unet_minutes: float = 40,
              work: str | Path = "runs/pretrain", seed: int = 0) -> Path:
     """Run stage ``vae``, ``unet`` or ``all``; write the base model to ``out`` (save_pretrained)."""
     from diffusers import AutoencoderKL

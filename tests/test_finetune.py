@@ -1,0 +1,142 @@
+"""Fine-tuning (eq 8-10) on the tiny SD checkpoint: resume, reuse, loss, step counts."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from anomalysd_core import finetune as ft
+from anomalysd_core.models import load_components
+
+
+def _images(n=2, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    out = []
+    for i in range(n):
+        img = np.stack([0.5 + 0.4 * np.sin(6 * xx + i), 0.5 + 0.4 * np.cos(5 * yy), 0.3 + 0.2 * xx], -1)
+        out.append(np.clip(img + 0.02 * rng.standard_normal(img.shape), 0, 1).astype(np.float32))
+    return out
+
+
+SHOTS = {"bottle": _images(1, seed=1), "wood": _images(1, seed=2)}
+KINDS = {"bottle": "object", "wood": "texture"}
+
+
+def _cfg(tiny_cfg, **kw):
+    from dataclasses import replace
+
+    base = dict(unet_steps=4, decoder_steps=2, unet_epochs=None, decoder_epochs=None, batch_size=2,
+                finetune_decoder=False)
+    return replace(tiny_cfg, **{**base, **kw})
+
+
+def _unet_state(comp):
+    return {k: v.detach().cpu().clone() for k, v in comp.unet.state_dict().items()}
+
+
+def test_num_steps():
+    assert ft.num_steps(600, None, 5, 8) == 600
+    assert ft.num_steps(600, 2, 5, 2) == 6      # 2 epochs of ceil(5 / 2) = 3 batches
+    assert ft.num_steps(600, 4000, 15, 8) == 8000  # paper: 4000 epochs of 15 one-shot images
+
+
+def test_shotset_needs_images():
+    with pytest.raises(ValueError, match="at least one"):
+        ft.ShotSet({"bottle": []}, KINDS)
+    s = ft.ShotSet(SHOTS, KINDS)
+    assert len(s) == 2 and s.x.shape == (2, 3, 64, 64) and s.fg.shape == (2, 1, 64, 64)
+    assert bool(s.fg[1].all())  # texture: the whole image is foreground
+
+
+def test_augment_same_warp_on_image_and_mask():
+    rng = np.random.default_rng(0)
+    x = torch.zeros(3, 64, 64)
+    x[:, 20:44, 20:44] = 1.0
+    fg = (x[:1] > 0.5).float()
+    xa, fa = ft.augment(x, fg, rng)
+    assert xa.shape == x.shape and fa.shape == fg.shape
+    assert float(xa.min()) >= 0 and float(xa.max()) <= 1
+    # the square moved/rotated identically: the warped mask marks the bright warped pixels
+    bright = xa.mean(0) > xa.mean()
+    agree = (bright == (fa[0] > 0.5)).float().mean()
+    assert agree > 0.95, float(agree)
+
+
+def test_resume_equals_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
+    """An interrupted U-Net fine-tune resumed from its checkpoint ends with the same weights.
+
+    Interruption is simulated by a KeyboardInterrupt raised when the third batch is drawn (after a
+    checkpoint at step 2); the resumed run starts from freshly loaded base weights, as a new process
+    would. Model, Adam state, NumPy and torch generator states all come from the checkpoint.
+    """
+    cfg = _cfg(tiny_cfg)
+    comp = load_components(cfg)
+    full = ft.finetune_unet(cfg, comp, ft.ShotSet(SHOTS, KINDS), tmp_path / "a", ckpt_every=2, progress=False)
+    ref = _unet_state(comp)
+
+    run = tmp_path / "b"
+    run.mkdir()
+    orig, calls = ft.ShotSet.batch, {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(ft.ShotSet, "batch", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune_unet(cfg, load_components(cfg), ft.ShotSet(SHOTS, KINDS), run, ckpt_every=2, progress=False)
+    assert (run / "unet_ckpt.pt").is_file()
+    monkeypatch.setattr(ft.ShotSet, "batch", orig)
+    comp2 = load_components(cfg)
+    resumed = ft.finetune_unet(cfg, comp2, ft.ShotSet(SHOTS, KINDS), run, ckpt_every=2, progress=False)
+    assert len(resumed) == len(full) == 4
+    exact = comp.device.type == "cpu"  # GPU kernels may reorder float sums
+    tol = dict(rtol=0, atol=0) if exact else dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(resumed, full, **tol)
+    for k, v in _unet_state(comp2).items():
+        torch.testing.assert_close(v, ref[k], **tol, msg=k)
+
+
+def test_decoder_loss_goes_down(tiny_cfg, tmp_path):
+    """Eq (10) on one repeated image (no augmentation): the decoder fits it better step by step."""
+    from anomalysd_core.features import build_distance
+
+    cfg = _cfg(tiny_cfg, decoder_steps=12, lr=2e-3, augment=False, finetune_unet=False, finetune_decoder=True)
+    comp = load_components(cfg)
+    enc_before = {k: v.clone() for k, v in comp.vae.encoder.state_dict().items()}
+    dist = build_distance("lpips_alex", pretrained=False, device=comp.device)
+    data = ft.ShotSet({"wood": SHOTS["wood"]}, KINDS)
+    losses = ft.finetune_decoder(cfg, comp, data, dist, tmp_path, progress=False)
+    assert len(losses) == 12 and np.all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    for k, v in comp.vae.encoder.state_dict().items():  # the encoder E stays frozen
+        assert torch.equal(v, enc_before[k]), k
+    assert not any(p.requires_grad for p in comp.vae.parameters())
+
+
+def test_done_json_reuse_and_hash_mismatch(tiny_cfg, tmp_path, monkeypatch):
+    cfg = _cfg(tiny_cfg, unet_steps=1)
+    comp = load_components(cfg)
+    info = ft.finetune(cfg, comp, SHOTS, KINDS, tmp_path, progress=False)
+    assert info["reused"] is False and info["vae"] is None
+    done = json.loads((tmp_path / "done.json").read_text())
+    assert done["hash"] == cfg.hash(ft.FINETUNE_KEYS) and done["n_images"] == 2
+    assert (tmp_path / "unet" / "config.json").is_file() and (tmp_path / "losses.csv").is_file()
+    assert not (tmp_path / "unet_ckpt.pt").exists()  # checkpoints are removed when done
+
+    def boom(*a, **k):
+        raise AssertionError("a finished fine-tune must not train again")
+
+    monkeypatch.setattr(ft, "finetune_unet", boom)
+    again = ft.finetune(cfg, comp, SHOTS, KINDS, tmp_path, progress=False)
+    assert again["reused"] is True and again["unet"] == info["unet"]
+    # a setting that is not part of the fine-tune (inference steps) does not change the hash
+    from dataclasses import replace
+
+    assert ft.finetune(replace(cfg, num_inference_steps=7), comp, SHOTS, KINDS, tmp_path,
+                       progress=False)["reused"]
+    with pytest.raises(ValueError, match="another configuration"):
+        ft.finetune(replace(cfg, lr=5e-4), comp, SHOTS, KINDS, tmp_path, progress=False)
