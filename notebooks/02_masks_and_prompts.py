@@ -181,18 +181,21 @@ glue("n_grid_masks", str(len(index)))
 print(f"{len(index)} masks of shape {tuple(grid.shape[1:])}; index[:3] = {index[:3]}")
 scales = list(cfg.grid_scales)
 fig, axes = plt.subplots(1, len(scales) + 1, figsize=(2.3 * (len(scales) + 1), 2.6))
-pal = sns.color_palette("husl", 64)
+pal = sns.color_palette("Set2", 4)
 for a, k in enumerate(scales):
     canvas = np.zeros((size, size, 3))
     for t, (kk, i, j) in enumerate(index):
-        if kk == k:
-            canvas[grid[t, 0].numpy()] = pal[(i * k + j) % len(pal)]
-    axes[a].imshow(canvas)
-    axes[a].set_title(f"k = {k}: {k * k} masks", fontsize=9)
-t_example = next(t for t, (kk, i, j) in enumerate(index) if kk == max(scales))
+        if kk == k:  # each mask M_ij^(k) hides one patch; neighbours get different colours
+            canvas[grid[t, 0].numpy()] = pal[2 * (i % 2) + (j % 2)]
+    axes[a].imshow(canvas, interpolation="nearest")
+    for e in range(1, k):  # patch borders
+        axes[a].axhline(e * size / k - 0.5, color="white", lw=1)
+        axes[a].axvline(e * size / k - 0.5, color="white", lw=1)
+    axes[a].set_title(f"k = {k}: {k * k} mask" + ("s" if k > 1 else ""), fontsize=9)
+t_example = next(t for t, (kk, i, j) in enumerate(index) if kk == max(scales) and i == 1 and j == 1)
 lat = M.downsample_mask(grid[t_example:t_example + 1], size // 8)[0, 0]
-axes[-1].imshow(lat, cmap="gray", vmin=0, vmax=1)
-axes[-1].set_title(f"one 1/{max(scales)} mask at latent size {size // 8}", fontsize=9)
+axes[-1].imshow(lat, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+axes[-1].set_title(f"M_11^({max(scales)}) at latent size {size // 8} (white: hidden)", fontsize=9)
 for ax in axes:
     ax.axis("off")
 fig.tight_layout()
@@ -239,7 +242,7 @@ axes[0].imshow(x)
 axes[0].set_title(f"test image ({test.defect})", fontsize=9)
 axes[1].imshow(gt, cmap="gray")
 axes[1].set_title("ground truth", fontsize=9)
-im = axes[2].imshow(E, cmap="magma")
+im = axes[2].imshow(E, cmap="magma", interpolation="nearest")
 fig.colorbar(im, ax=axes[2], fraction=0.046)
 axes[2].set_title("error map E (eq 14)", fontsize=9)
 axes[3].imshow(x)

@@ -4,18 +4,33 @@
   stand-in for the paper's ``stable-diffusion-inpainting`` base model; 64 px images.
 * ``tiny_comp``: its components loaded through ``models.load_components`` (read-only: tests that
   train load their own copy).
-* ``smoke_base``: a random-weight *mini* base model (MiniLM text encoder), as ``pretrain`` writes.
-* ``smoke_data``: the smoke benchmark (3 classes, 64 px), built by ``mini.build_mini``.
+* ``smoke_base``: a random-weight *mini* base model (MiniLM text encoder), as ``pretrain`` writes,
+  at the smoke profile's image size (``SMOKE_SIZE``).
+* ``smoke_data``: the smoke benchmark (3 classes, ``SMOKE_SIZE`` px), built by ``mini.build_mini``;
+  ``get_config("smoke", data_root=...)`` uses it as it is (same size and profile: no rebuild).
 """
 import os
 import warnings
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore", category=FutureWarning)
+# Tiny models on a shared CPU: one intra-op thread is several times faster than oversubscribed
+# cores (and leaves the other core to whatever else runs). ANOMALYSD_TEST_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("ANOMALYSD_TEST_THREADS", "1")))
 
-SIZE = 64
+SIZE = 64  # the tiny SD checkpoint (paper profile tests)
+
+
+def _smoke_size() -> int:
+    from anomalysd_core.config import get_config
+
+    return get_config("smoke").image_size
+
+
+SMOKE_SIZE = _smoke_size()
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +66,7 @@ def tiny_comp(tiny_cfg):
 def smoke_base(tmp_path_factory):
     from anomalysd_core.models import new_mini_components, save_base
 
-    comp = new_mini_components(SIZE, seed=0)
+    comp = new_mini_components(SMOKE_SIZE, seed=0)
     comp.vae.register_to_config(scaling_factor=1.0)
     return save_base(comp, tmp_path_factory.mktemp("mini") / "mini-base", {"stage": "test", "random": True})
 
@@ -60,4 +75,5 @@ def smoke_base(tmp_path_factory):
 def smoke_data(tmp_path_factory):
     from anomalysd_core.mini import MINI_SEED, build_mini
 
-    return build_mini(tmp_path_factory.mktemp("data") / "smoke", size=SIZE, seed=MINI_SEED, profile="smoke")
+    return build_mini(tmp_path_factory.mktemp("data") / "smoke", size=SMOKE_SIZE, seed=MINI_SEED,
+                      profile="smoke")

@@ -11,6 +11,16 @@ from anomalysd_core import features as feat
 from anomalysd_core.features import build_backbone, build_distance
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Small CPU convolutions run 10x faster with one intra-op thread on a busy 2-core machine;
+    the previous setting is restored after this module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def lite0():
     return build_backbone("efficientnet_lite0")

@@ -36,7 +36,8 @@ def test_two_cpu_processes_give_the_one_process_table(smoke_base, smoke_data, tm
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "ACCELERATE_USE_CPU": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     common = ["--profile", "smoke", "--device", "cpu", "--base-model", str(smoke_base),
-              "--data-root", str(smoke_data), "--quiet", "--variants", "ms,ms+proto"]
+              "--data-root", str(smoke_data), "--quiet", "--variants", "ms,ms+proto",
+              "--classes", "brick,coins"]
     one, two = tmp_path / "one", tmp_path / "two"
     _run([sys.executable, "-m", "anomalysd_core.parallel", *common, "--out-dir", str(one / "runs"),
           "--results", str(one / "res")], repo, env)
@@ -46,8 +47,11 @@ def test_two_cpu_processes_give_the_one_process_table(smoke_base, smoke_data, tm
         shutil.copytree(fit_dir, two / "runs" / "smoke" / fit_dir.name)
     cfg_file = tmp_path / "accelerate.yaml"
     write_basic_config(mixed_precision="no", save_location=str(cfg_file))
+    # `accelerate launch --cpu --num_processes 2` starts ONE process unless MPI is set up (its
+    # multi-CPU mode runs through mpirun); `--multi_gpu` starts 2 processes through torchrun and,
+    # with ACCELERATE_USE_CPU=1 (and PartialState(cpu=True) in parallel.py), they use gloo on the CPU.
     p = _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg_file),
-              "--num_processes", "2", "--cpu", "--num_cpu_threads_per_process", "1",
+              "--multi_gpu", "--num_processes", "2", "--num_cpu_threads_per_process", "1",
               "--main_process_port", str(_free_port()), "-m", "anomalysd_core.parallel", *common,
               "--out-dir", str(two / "runs"), "--results", str(two / "res")], repo, env)
     assert "2 process(es)" in p.stdout

@@ -1,0 +1,112 @@
+"""End-to-end ``fit`` + ``evaluate`` with the smoke profile on a random-weight mini base model."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomalysd_core import evaluate as ev
+from anomalysd_core.config import get_config
+
+VARIANTS = ("ms+proto", "ms", "full")
+
+
+@pytest.fixture(scope="module")
+def smoke_cfg(smoke_base, smoke_data, tmp_path_factory):
+    return get_config("smoke", base_model=str(smoke_base), data_root=str(smoke_data),
+                      out_dir=str(tmp_path_factory.mktemp("smoke-runs")), grid_scales=(1, 2))
+
+
+@pytest.fixture(scope="module")
+def first(smoke_cfg, tmp_path_factory):
+    fitted = ev.fit(smoke_cfg, progress=False)
+    out = tmp_path_factory.mktemp("eval") / "results"
+    t0 = time.perf_counter()
+    df = ev.evaluate(fitted, variants=VARIANTS, progress=False, out_dir=out)
+    return fitted, df, out, time.perf_counter() - t0
+
+
+def test_metrics_table(first):
+    fitted, df, out, _ = first
+    saved = pd.read_csv(out / "metrics.csv")
+    assert len(saved) == len(df) == 4 * 4  # (3 variants + kNN baseline) x (3 classes + mean)
+    classes = ["brick", "coins", "solar_mono"]
+    assert fitted.classes == classes
+    for (method, variant), g in saved.fillna({"variant": ""}).groupby(["method", "variant"]):
+        assert list(g["class"]) == classes + ["mean"], (method, variant)
+        per = g.set_index("class")
+        assert per.loc["mean", "n_test"] == per.loc[classes, "n_test"].sum() == 18
+        # image metrics for every class; pixel metrics only where masks exist (not solar cells)
+        assert per[["i_auroc", "i_aupr", "i_f1max"]].notna().all().all()
+        assert per.loc[["brick", "coins"], ["p_auroc", "p_pro", "p_f1max"]].notna().all().all()
+        assert per.loc["solar_mono", ["p_auroc", "p_pro", "p_f1max"]].isna().all()
+        # the mean row averages pixel metrics over the classes that have them
+        assert per.loc["mean", "p_auroc"] == pytest.approx(per.loc[["brick", "coins"], "p_auroc"].mean())
+        assert per.loc["mean", "i_auroc"] == pytest.approx(per.loc[classes, "i_auroc"].mean())
+    assert set(saved["method"]) == {"anomalysd", "proto-knn"}
+    scores = pd.read_csv(out / "scores.csv")
+    assert len(scores) == 4 * 18 and scores["score"].notna().all()
+
+
+def test_provenance(first, smoke_data):
+    fitted, _, out, _ = first
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["profile"] == "smoke" and prov["config"]["grid_scales"] == [1, 2]
+    assert prov["commit"] and prov["commit"] != "" and prov["versions"]["torch"]
+    assert set(prov["shot_files"]) == set(fitted.classes)
+    for cls, files in prov["shot_files"].items():
+        assert len(files) == 1 and (Path(smoke_data) / files[0]).is_file(), files
+        assert files[0].startswith(f"{cls}/train/good/")
+    for stage in ("load", "finetune", "prototypes", "score", "evaluate_total"):
+        assert prov["stage_seconds"][stage] >= 0, stage
+    assert prov["n_test_images"] == 18 and prov["seconds_per_image"] > 0
+    assert prov["finetune"]["reused"] is False and prov["fit_hash"] == fitted.fit_hash
+
+
+def test_second_evaluate_hits_the_cache(first, tmp_path, monkeypatch):
+    fitted, df, _, seconds = first
+
+    def boom(*a, **k):
+        raise AssertionError("cached intermediates must not be recomputed")
+
+    monkeypatch.setattr(fitted.detector, "intermediates", boom)
+    t0 = time.perf_counter()
+    df2 = ev.evaluate(fitted, variants=VARIANTS, progress=False, out_dir=tmp_path)
+    assert time.perf_counter() - t0 < seconds
+    pd.testing.assert_frame_equal(df2, df)  # the same numbers, bit for bit
+
+
+def test_failure_mid_run_writes_nothing(first, tmp_path, monkeypatch):
+    fitted = first[0]
+    calls = {"n": 0}
+    orig = ev.intermediates_cached
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:  # in the second class
+            raise RuntimeError("simulated crash")
+        return orig(*a, **k)
+
+    monkeypatch.setattr(ev, "intermediates_cached", flaky)
+    out = tmp_path / "results"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ev.evaluate(fitted, variants=VARIANTS, progress=False, out_dir=out)
+    assert not (out / "metrics.csv").exists()
+    assert not out.exists() or not any(out.iterdir())  # no partial or temporary files either
+
+
+def test_zero_shot_has_no_prototypes(smoke_cfg):
+    """K = 0: no fine-tune, no prototype mask; ms+proto falls back to ms (Sec. 4.3, Table 1)."""
+    from dataclasses import replace
+
+    cfg = replace(smoke_cfg, shots=0, classes=["brick"])
+    fitted = ev.fit(cfg, progress=False)
+    assert fitted.detector.banks == {} and fitted.finetune_info == {}
+    assert fitted.fit_hash.endswith("-base") and fitted.shot_files == {"brick": []}
+    df = ev.evaluate(fitted, variants=("ms+proto", "ms"), progress=False)
+    assert set(df["method"]) == {"anomalysd"}  # no error map, no kNN baseline
+    a = df[df["variant"] == "ms+proto"][ev.METRIC_COLUMNS].to_numpy()
+    b = df[df["variant"] == "ms"][ev.METRIC_COLUMNS].to_numpy()
+    np.testing.assert_array_equal(a, b)

@@ -1,0 +1,120 @@
+"""Batched partial-denoising inpainting (eq 11) on the tiny SD checkpoint."""
+import math
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from anomalysd_core import inpaint as ip
+from anomalysd_core.masks import grid_masks
+from anomalysd_core.models import scheduler_config
+
+
+@pytest.fixture(scope="module")
+def case(tiny_comp):
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    x = torch.stack([xx, yy, 0.5 + 0.3 * torch.sin(8 * xx)])[None]
+    x = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    masks, _ = grid_masks(64, (1, 2))
+    ctx = tiny_comp.text.average(["A perfect bottle.", "A clean bottle with an intact rim."])
+    return x, masks.float(), ctx
+
+
+def _tol(comp):
+    # CPU float32: batching changes nothing but summation order. cuDNN may pick other (TF32)
+    # kernels for other batch sizes, hence the looser GPU tolerance.
+    return dict(rtol=0, atol=1e-4) if comp.device.type == "cpu" else dict(rtol=0, atol=2e-2)
+
+
+@pytest.mark.parametrize("steps", [4, 10, 50])
+@pytest.mark.parametrize("strength", [0.2, 0.4, 0.45, 0.8, 1.0])
+def test_start_timesteps(steps, strength):
+    s = DDIMScheduler(**scheduler_config())
+    ts = ip.start_timesteps(s, steps, strength)
+    T = s.config.num_train_timesteps
+    assert len(ts) == math.ceil(strength * steps)          # ceil(lambda * steps) U-Net calls
+    assert abs(int(ts[0]) - strength * T) <= T / steps      # start T~ within one step of lambda T
+    assert torch.all(ts[1:] < ts[:-1]) and int(ts[-1]) == s.timesteps[-1]  # down to the end
+    assert torch.equal(ts, s.timesteps[steps - len(ts):])   # a suffix of the full schedule
+
+
+def test_start_timesteps_rejects_bad_strength():
+    s = DDIMScheduler(**scheduler_config())
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="noise strength"):
+            ip.start_timesteps(s, 10, bad)
+
+
+def test_unet_input_and_masked_image():
+    x = torch.rand(1, 3, 16, 16)
+    m = torch.zeros(2, 1, 16, 16)
+    m[0, :, :8] = 1
+    mi = ip.masked_image(x, m)
+    assert torch.all(mi[0, :, :8] == 0.5) and torch.equal(mi[0, :, 8:], x[0, :, 8:])
+    assert torch.equal(mi[1], x[0])
+    z = torch.randn(2, 4, 2, 2)
+    u = ip.unet_input(z, z, m)
+    assert u.shape == (2, 9, 2, 2)  # 4 + 4 + 1 channels (eq 7)
+    assert torch.equal(u[0, 8], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+    # a latent cell is masked if any of its pixels is
+    m2 = torch.zeros(1, 1, 16, 16)
+    m2[0, 0, 0, 0] = 1
+    assert ip.latent_mask(m2, (2, 2))[0, 0, 0, 0] == 1 and ip.latent_mask(m2, (2, 2)).sum() == 1
+
+
+def test_inpaint_shape_range_and_determinism(tiny_comp, case):
+    x, masks, ctx = case
+    a = ip.inpaint(tiny_comp, x, masks, ctx, strength=0.5, steps=4, seed=3)
+    assert a.shape == (5, 3, 64, 64) and a.dtype == torch.float32
+    assert float(a.min()) >= 0 and float(a.max()) <= 1 and torch.isfinite(a).all()
+    b = ip.inpaint(tiny_comp, x, masks, ctx, strength=0.5, steps=4, seed=3)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    c = ip.inpaint(tiny_comp, x, masks, ctx, strength=0.5, steps=4, seed=4)
+    assert (a - c).abs().max() > 1e-4  # another seed, another start noise
+    # masks differ only in what they hide: two identical masks give identical inpaintings
+    d = ip.inpaint(tiny_comp, x, masks[[1, 1]], ctx, strength=0.5, steps=4, seed=3)
+    torch.testing.assert_close(d[0], d[1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="one image"):
+        ip.inpaint(tiny_comp, x.expand(2, -1, -1, -1), masks, ctx, strength=0.5, steps=4)
+
+
+def test_batching_does_not_change_results(tiny_comp, case):
+    """All masks in one U-Net batch == one mask at a time == chunks of 3."""
+    x, masks, ctx = case
+    kw = dict(strength=0.5, steps=4, seed=1)
+    together = ip.inpaint(tiny_comp, x, masks, ctx, batch=len(masks), **kw)
+    one_by_one = torch.cat([ip.inpaint(tiny_comp, x, masks[i:i + 1], ctx, batch=1, **kw)
+                            for i in range(len(masks))])
+    chunked = ip.inpaint(tiny_comp, x, masks, ctx, batch=3, **kw)
+    auto = ip.inpaint(tiny_comp, x, masks, ctx, batch=0, **kw)
+    torch.testing.assert_close(one_by_one, together, **_tol(tiny_comp))
+    torch.testing.assert_close(chunked, together, **_tol(tiny_comp))
+    torch.testing.assert_close(auto, together, **_tol(tiny_comp))
+
+
+def test_run_chunked_halves_batch_on_oom():
+    calls, state = [], {"raised": False}
+
+    def fn(lo, hi):
+        calls.append((lo, hi))
+        if hi - lo > 2 and not state["raised"]:
+            state["raised"] = True
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return torch.arange(lo, hi)
+
+    out = ip.run_chunked(fn, 10, 8)
+    assert torch.equal(out, torch.arange(10))
+    assert calls == [(0, 8), (0, 4), (4, 8), (8, 10)]  # 8 failed, then chunks of 4
+
+    def always_oom(lo, hi):
+        raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):  # gives up at batch 1
+        ip.run_chunked(always_oom, 4, 4)
+
+    def other_error(lo, hi):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # not an OOM: no retry
+        ip.run_chunked(other_error, 4, 4)

@@ -1,0 +1,168 @@
+"""The notebook runner (``anomalysd_core.book``): notebooks 01 and 02 execute at profile smoke,
+failures stop the run, and unchanged notebooks are skipped (stage cache)."""
+import csv
+import json
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from anomalysd_core import book
+
+
+def shared_dirs(tmp_path_factory):
+    """Folders shared by test_book.py and this file within one pytest session, so the stage
+    cache of the runner executes each smoke notebook once per session."""
+    base = tmp_path_factory.getbasetemp() / "book-smoke"
+    return {"build_dir": base / "build", "results_dir": base / "results",
+            "params": {"data_root": str(base / "data")}}
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    d = shared_dirs(tmp_path_factory)
+    runs = book.run_notebooks("smoke", only=["01", "02"], **d)
+    return d, runs
+
+
+def _errors(nb):
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if o.output_type == "error"]
+
+
+def _glue_keys(nb):
+    keys = set()
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            sb = o.get("metadata", {}).get("scrapbook")
+            if sb:
+                keys.add(sb["name"])
+    return keys
+
+
+@pytest.mark.slow
+def test_smoke_notebooks_execute(smoke_runs):
+    d, runs = smoke_runs
+    assert [r.name for r in runs] == ["01_preliminaries", "02_masks_and_prompts"]
+    out_dir = d["build_dir"] / "notebooks" / "smoke"
+    for r in runs:
+        assert r.output == out_dir / f"{r.name}.ipynb" and r.output.is_file()
+        nb = nbformat.read(r.output, as_version=4)
+        assert not _errors(nb), f"{r.name} has error outputs"
+        assert (out_dir / f"{r.name}.hashes.json").is_file()
+        # papermill injected the profile
+        assert any('profile = "smoke"' in c.source for c in nb.cells if c.cell_type == "code")
+    nb1 = nbformat.read(out_dir / "01_preliminaries.ipynb", as_version=4)
+    assert {"abar_last", "latent_shape", "attn_layer", "eq5_loss"} <= _glue_keys(nb1)
+    nb2 = nbformat.read(out_dir / "02_masks_and_prompts.ipynb", as_version=4)
+    assert {"n_grid_masks", "proto_threshold", "prompt_sim_mean"} <= _glue_keys(nb2)
+    # every figure was rendered
+    assert sum("image/png" in o.get("data", {}) for c in nb2.cells for o in c.get("outputs", [])) >= 6
+    # the sources are py:percent files only: nothing executed is written next to them
+    assert not list(book.NOTEBOOK_DIR.glob("*.ipynb"))
+    with open(d["results_dir"] / book.TIMES_FILE) as f:
+        rows = {r["notebook"]: r for r in csv.DictReader(f)}
+    assert {"01_preliminaries", "02_masks_and_prompts"} <= set(rows)
+    assert all(float(rows[n]["seconds"]) > 0 for n in ("01_preliminaries", "02_masks_and_prompts"))
+
+
+@pytest.mark.slow
+def test_smoke_notebooks_are_cached(smoke_runs):
+    d, _ = smoke_runs
+    again = book.run_notebooks("smoke", only=["01", "02"], **d)
+    assert all(r.cached for r in again)
+
+
+# ------------------------------------------------------------------ tiny notebooks, real kernel
+def _write(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture
+def tiny_notebooks(tmp_path, monkeypatch):
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    _write(src / "01_ok.py", """\
+        # %% tags=["parameters"]
+        profile = "mini"
+        scale = 1
+
+        # %%
+        print("profile", profile, "scale", scale)
+        """)
+    _write(src / "02_bad.py", """\
+        # %% tags=["parameters"]
+        profile = "mini"
+
+        # %%
+        raise RuntimeError("deliberate failure in 02")
+        """)
+    _write(src / "03_never.py", """\
+        # %%
+        print("must not run")
+        """)
+    monkeypatch.setattr(book, "NOTEBOOK_DIR", src)
+    monkeypatch.setattr(book, "BOOK_NOTEBOOKS", ())
+    return src
+
+
+@pytest.mark.slow
+def test_failing_notebook_stops_the_run(tiny_notebooks, tmp_path, capsys):
+    build, results = tmp_path / "build", tmp_path / "results"
+    rc = book.main(["--profile", "smoke", "--no-build", "--build-dir", str(build),
+                    "--results-dir", str(results), "-p", "scale=3"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "02_bad" in err and "deliberate failure in 02" in err
+    out = build / "notebooks" / "smoke"
+    assert (out / "01_ok.ipynb").is_file()
+    assert not (out / "02_bad.ipynb").exists()          # never a half-written output
+    assert (out / "02_bad.failed.ipynb").is_file()      # the partial output, for debugging
+    assert not (out / "03_never.ipynb").exists()        # the run stopped at the failure
+    nb = nbformat.read(out / "01_ok.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "profile smoke scale 3" in text
+    stamp = json.loads((out / "01_ok.hashes.json").read_text())
+    assert stamp["parameters"] == {"profile": "smoke", "scale": "3"}
+
+
+@pytest.mark.slow
+def test_stage_cache_reruns_only_changed_notebooks(tiny_notebooks, tmp_path):
+    (tiny_notebooks / "02_bad.py").unlink()
+    kw = dict(build_dir=tmp_path / "build", results_dir=tmp_path / "results", log=lambda m: None)
+    first = book.run_notebooks("smoke", **kw)
+    assert [(r.name, r.cached) for r in first] == [("01_ok", False), ("03_never", False)]
+    second = book.run_notebooks("smoke", **kw)
+    assert all(r.cached for r in second)
+    src = tiny_notebooks / "01_ok.py"
+    src.write_text(src.read_text().replace('"scale"', '"scale is"'))
+    third = book.run_notebooks("smoke", **kw)
+    assert [(r.name, r.cached) for r in third] == [("01_ok", False), ("03_never", True)]
+    # --force ignores the cache
+    assert not any(r.cached for r in book.run_notebooks("smoke", force=True, only=["03"], **kw))
+
+
+def test_declared_parameters_and_sources():
+    nb = book.read_notebook(book.NOTEBOOK_DIR / "02_masks_and_prompts.py")
+    names = book.declared_parameters(nb)
+    assert names[0] == "profile" and "data_root" in names
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    srcs = [p.stem for p in book.notebook_sources()]
+    assert srcs[:2] == ["01_preliminaries", "02_masks_and_prompts"] and srcs[-1] == "results_tables"
+    assert [p.stem for p in book.notebook_sources(["02"])] == ["02_masks_and_prompts"]
+    with pytest.raises(ValueError, match="no notebook matches"):
+        book.notebook_sources(["99"])
+
+
+def test_kernel_runs_this_interpreter():
+    import sys
+
+    assert book._runs_this_python(["python", "-m", "ipykernel_launcher"])
+    assert book._runs_this_python([sys.executable])
+    assert not book._runs_this_python(["/nonexistent/python3.7"])
+    name = book.ensure_kernel()
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    assert book._runs_this_python(KernelSpecManager().get_kernel_spec(name).argv)
