@@ -97,7 +97,7 @@ def cmd_score(args):
     import pandas as pd
 
     from .data import DataError, IMAGE_EXTENSIONS, load_image
-    from .evaluate import fit
+    from .evaluate import fit, open_data
     from .utils import atomic_path, write_csv_atomic
 
     files = []
@@ -112,9 +112,10 @@ def cmd_score(args):
         else:
             raise DataError(f"no such file or folder: {str(p)!r}")
     cfg = _cfg(args)
+    _, classes = open_data(cfg)
+    if args.cls not in classes:  # fail before the (expensive) fit
+        raise DataError(f"unknown class {args.cls!r}; the model knows: {', '.join(classes)}")
     f = fit(cfg)
-    if args.cls not in f.classes:
-        raise DataError(f"unknown class {args.cls!r}; the model knows: {', '.join(f.classes)}")
     out = Path(args.out)
     rows = []
     for p in files:
