@@ -152,8 +152,9 @@ def load_components(cfg, device=None, unet_path: str | None = None, vae_path: st
                          + (" (run `python -m anomalysd_core pretrain` to make the mini base model)"
                             if "mini-base" in base else ""))
     try:
-        vae = AutoencoderKL.from_pretrained(vae_path or base, subfolder=None if vae_path else "vae")
-        unet = UNet2DConditionModel.from_pretrained(unet_path or base,
+        vae = AutoencoderKL.from_pretrained(vae_path or base, subfolder=None if vae_path else "vae",
+                                            torch_dtype=dtype)
+        unet = UNet2DConditionModel.from_pretrained(unet_path or base, torch_dtype=dtype,
                                                     subfolder=None if unet_path else "unet")
         sched = DDIMScheduler.from_pretrained(base, subfolder="scheduler")
     except (OSError, ValueError, EnvironmentError) as e:
@@ -162,8 +163,6 @@ def load_components(cfg, device=None, unet_path: str | None = None, vae_path: st
     check_architecture(unet, vae, text.dim, unet_path or base)
     for m in (vae, unet, text):
         m.requires_grad_(False).eval().to(device)
-    vae.to(dtype)
-    unet.to(dtype)
     return Components(vae, unet, text, sched, device, dtype)
 
 

@@ -281,7 +281,67 @@ def pretrain(out: str | Path, stage: str = "all", size: int = 64, vae_steps: int
         })
         save_base(comp, out, card)
         write_model_card(Path(out), card)
+        _save_loss_curves(work, Path(out))
+        inpainting_figure(out, Path(out) / "inpainting.png", size=size)
     return Path(out)
+
+
+def _save_loss_curves(work: Path, out: Path) -> None:
+    import pandas as pd
+
+    from .utils import write_csv_atomic
+
+    rows = []
+    for part in ("vae", "unet"):
+        f = work / f"{part}_losses.json"
+        if f.is_file():
+            rows += [{"part": part, "step": i, "loss": v} for i, v in enumerate(json.loads(f.read_text()))]
+    write_csv_atomic(out / "losses.csv", pd.DataFrame(rows, columns=["part", "step", "loss"]))
+
+
+def inpainting_figure(base, png, size: int = 64, n: int = 6, seed: int = 0) -> Path:
+    """Proof that the base model inpaints images it never saw: masked input, inpainting, original.
+
+    Test images of the mini benchmark (no pre-training image comes from its sources), a centre
+    square hidden, full-strength denoising (lambda = 1) so the hidden part is generated.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .config import get_config
+    from .data import load_image
+    from .evaluate import open_data
+    from .inpaint import inpaint, masked_image
+    from .models import load_components
+    from .utils import atomic_path
+
+    cfg = get_config("mini", base_model=str(base), image_size=size)
+    comp = load_components(cfg)
+    ds, classes = open_data(cfg)
+    m = torch.zeros(1, 1, size, size)
+    m[..., size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5))
+    for j, cls in enumerate((classes * n)[:n]):
+        s = [t for t in ds.test(cls) if t.label == 0][j // len(classes)]
+        x = torch.from_numpy(load_image(s.path, size)).permute(2, 0, 1)[None]
+        ctx = comp.text.average([f"a photo of {cls.replace('_', ' ')}"])
+        y = inpaint(comp, x, m, ctx, strength=1.0, steps=20, seed=seed)
+        for i, (img, title) in enumerate([(masked_image(x, m), "masked input"), (y, "inpainting"),
+                                          (x, "original")]):
+            axes[i, j].imshow(img[0].permute(1, 2, 0).clamp(0, 1).numpy())
+            axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
+            if j == 0:
+                axes[i, j].set_ylabel(title)
+        axes[0, j].set_title(cls, fontsize=8)
+    fig.suptitle("mini base model on unseen mini test images (centre hidden, lambda = 1, 20 DDIM steps)",
+                 fontsize=9)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return Path(png)
 
 
 def write_model_card(out: Path, card: dict) -> None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import platform
@@ -378,7 +379,6 @@ def fixed_cost(det, img, cls, inter):
 
 def scaling(cfg, comp, det, items, shots_imgs, args):
     from anomalysd_core import data as data_mod
-    from anomalysd_core.config import get_config
 
     dev = comp.device
     n_img = args.scale_images
@@ -408,9 +408,8 @@ def scaling(cfg, comp, det, items, shots_imgs, args):
     def det_for(size=cfg.image_size, scales=cfg.grid_scales, steps=cfg.num_inference_steps, batch=cfg.infer_batch):
         key = (size, tuple(scales), steps, batch)
         if key not in dets:
-            c2 = get_config(cfg.profile, **{**{k: v for k, v in cfg.to_dict().items()},
-                                            "image_size": size, "grid_scales": tuple(scales),
-                                            "num_inference_steps": steps, "infer_batch": batch})
+            c2 = dataclasses.replace(cfg, image_size=size, grid_scales=tuple(scales),
+                                     num_inference_steps=steps, infer_batch=batch)
             d = scoring.AnomalySD(c2, comp, det.backbone, det.distance)
             d._ctx = det._ctx
             if size == cfg.image_size:
