@@ -84,7 +84,25 @@ class ShotSet:
         return torch.stack(xs), torch.stack(fgs), [self.classes[i] for i in idx]
 
 
-def _load_ckpt(path: Path, model, opt):
+def inpainting_loss(comp, unet, x: torch.Tensor, m: torch.Tensor, ctx: torch.Tensor, noise_sched,
+                    gen: torch.Generator) -> torch.Tensor:
+    """Eq (8): E || eps - eps_theta([z_t ; z_o ; m~], t, tau(y)) ||^2 for a batch.
+
+    x: (B,3,H,W) in [0, 1]; m: (B,1,H,W) training masks; ctx: (B,L,d) prompt states; ``gen`` draws
+    the noise and the timesteps (uniform over the training schedule). Shared by ``pretrain``.
+    """
+    dt = unet.dtype  # training runs in the U-Net's dtype, whatever the VAE's
+    with torch.no_grad():
+        z0 = comp.encode(x).to(dt)
+        zo = comp.encode(masked_image(x, m)).to(dt)
+    dev = z0.device
+    noise = torch.randn(z0.shape, generator=gen).to(dev, dt)
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x),), generator=gen).to(dev)
+    pred = unet(unet_input(noise_sched.add_noise(z0, noise, t), zo, m), t, encoder_hidden_states=ctx).sample
+    return F.mse_loss(pred.float(), noise.float())
+
+
+def load_checkpoint(path: Path, model, opt):
     """(step, losses, NumPy generator state, torch generator state) of a checkpoint, if any."""
     if not path.is_file():
         return 0, [], None, None
@@ -94,11 +112,11 @@ def _load_ckpt(path: Path, model, opt):
     return ck["step"], ck["losses"], ck.get("rng"), ck.get("torch_rng")
 
 
-def _save_ckpt(path: Path, step, model, opt, losses, rng, gen: torch.Generator | None = None) -> None:
+def save_checkpoint(path: Path, step, model, opt, losses, rng=None, gen: torch.Generator | None = None) -> None:
     """Everything a resumed run needs to continue exactly: weights, Adam state, both generators."""
     with atomic_path(path) as tmp:
         torch.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
-                    "losses": losses, "rng": rng.bit_generator.state,
+                    "losses": losses, "rng": rng.bit_generator.state if rng is not None else None,
                     "torch_rng": gen.get_state() if gen is not None else None}, tmp)
 
 
@@ -110,7 +128,7 @@ def finetune_unet(cfg, comp, data: ShotSet, run_dir: Path, ckpt_every: int = 100
     opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
     steps = num_steps(cfg.unet_steps, cfg.unet_epochs, len(data), cfg.batch_size)
     ck = run_dir / "unet_ckpt.pt"
-    start, losses, rng_state, gen_state = _load_ckpt(ck, unet, opt)
+    start, losses, rng_state, gen_state = load_checkpoint(ck, unet, opt)
     rng = np.random.default_rng([cfg.seed, 1])
     if rng_state is not None:
         rng.bit_generator.state = rng_state
@@ -129,21 +147,13 @@ def finetune_unet(cfg, comp, data: ShotSet, run_dir: Path, ckpt_every: int = 100
         for p in set(prompts) - cache.keys():
             cache[p] = comp.text([p])[0]
         ctx = torch.stack([cache[p] for p in prompts]).to(dev)
-        x, m = x.to(dev), m.to(dev)
-        with torch.no_grad():
-            z0 = comp.encode(x)
-            zo = comp.encode(masked_image(x, m))
-        noise = torch.randn(z0.shape, generator=gen).to(dev)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x),), generator=gen).to(dev)
-        pred = unet(unet_input(noise_sched.add_noise(z0, noise, t), zo, m), t,
-                    encoder_hidden_states=ctx).sample
-        loss = F.mse_loss(pred.float(), noise.float())
+        loss = inpainting_loss(comp, unet, x.to(dev), m.to(dev), ctx, noise_sched, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
         if (step + 1) % ckpt_every == 0 and step + 1 < steps:
-            _save_ckpt(ck, step + 1, unet, opt, losses, rng, gen)
+            save_checkpoint(ck, step + 1, unet, opt, losses, rng, gen)
     unet.eval().requires_grad_(False)
     return losses
 
@@ -160,7 +170,7 @@ def finetune_decoder(cfg, comp, data: ShotSet, distance, run_dir: Path, ckpt_eve
     opt = torch.optim.Adam(params, lr=cfg.lr)
     steps = num_steps(cfg.decoder_steps, cfg.decoder_epochs, len(data), cfg.batch_size)
     ck = run_dir / "decoder_ckpt.pt"
-    start, losses, rng_state, _ = _load_ckpt(ck, holder, opt)
+    start, losses, rng_state, _ = load_checkpoint(ck, holder, opt)
     rng = np.random.default_rng([cfg.seed, 2])
     if rng_state is not None:
         rng.bit_generator.state = rng_state
@@ -178,7 +188,7 @@ def finetune_decoder(cfg, comp, data: ShotSet, distance, run_dir: Path, ckpt_eve
         opt.step()
         losses.append(loss.item())
         if (step + 1) % ckpt_every == 0 and step + 1 < steps:
-            _save_ckpt(ck, step + 1, holder, opt, losses, rng)
+            save_checkpoint(ck, step + 1, holder, opt, losses, rng)
     holder.eval()
     comp.vae.requires_grad_(False)
     return losses

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .finetune import load_checkpoint, save_checkpoint
+
 # Sources the mini benchmark uses; the corpus must not contain them.
 EXCLUDED = {"brick", "grass", "gravel", "coins"}
 CORPUS = {
@@ -139,24 +141,13 @@ def pretrain_masks(n: int, size: int, rng: np.random.Generator, scales=(1, 2, 4,
     return m
 
 
-def _save_state(path: Path, step: int, model, opt, extra: dict) -> None:
-    from .utils import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(), **extra}, tmp)
-
-
 def train_vae(comp, batches: Batches, steps: int, max_minutes: float, state: Path, lr: float = 1e-3,
               batch: int = 8, log=None) -> dict:
     """Stage 1: E and D with MSE + L1 + 1e-6 KL; resumes from ``state``; returns a summary."""
     vae = comp.vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    start, losses = 0, []
-    if state.is_file():
-        ck = torch.load(state, map_location="cpu")
-        vae.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"])
-        start, losses = ck["step"], ck.get("losses", [])
-    t0, step = time.time(), start
+    start, losses, _, _ = load_checkpoint(state, vae, opt)
+    t0 = time.time()
     bar = tqdm(range(start, steps), desc="vae", mininterval=10)
     for step in bar:
         x, _ = batches(batch)
@@ -169,11 +160,11 @@ def train_vae(comp, batches: Batches, steps: int, max_minutes: float, state: Pat
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if (step + 1) % 200 == 0:
-            _save_state(state, step + 1, vae, opt, {"losses": losses})
+            save_checkpoint(state, step + 1, vae, opt, losses)
         if time.time() - t0 > max_minutes * 60:
             break
     step = len(losses)
-    _save_state(state, step, vae, opt, {"losses": losses})
+    save_checkpoint(state, step, vae, opt, losses)
     vae.eval().requires_grad_(False)
     # latent scaling factor: unit variance latents, as SD's 0.18215
     with torch.no_grad():
@@ -188,18 +179,16 @@ def train_unet(comp, batches: Batches, steps: int, max_minutes: float, state: Pa
     """Stage 2: generic inpainting with the loss of eq (8) on random masks and captions."""
     from diffusers import DDPMScheduler
 
-    from .inpaint import unet_input
+    from .finetune import inpainting_loss
 
     unet = comp.unet.train().requires_grad_(True)
     noise_sched = DDPMScheduler.from_config(comp.scheduler.config)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
     rng = np.random.default_rng(seed + 1)
     gen = torch.Generator().manual_seed(seed)
-    start, losses = 0, []
-    if state.is_file():
-        ck = torch.load(state, map_location="cpu")
-        unet.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"])
-        start, losses = ck["step"], ck.get("losses", [])
+    start, losses, _, gen_state = load_checkpoint(state, unet, opt)
+    if gen_state is not None:
+        gen.set_state(gen_state)
     caption_cache: dict[str, torch.Tensor] = {}
 
     def embed(caps):
@@ -216,15 +205,7 @@ def train_unet(comp, batches: Batches, steps: int, max_minutes: float, state: Pa
         x, caps = batches(batch)
         caps = [c if rng.random() > 0.1 else "" for c in caps]
         m = pretrain_masks(batch, x.shape[-1], rng)
-        with torch.no_grad():
-            z0 = comp.encode(x)
-            zo = comp.encode(x * (1 - m) + 0.5 * m)
-            ctx = embed(caps)
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,), generator=gen)
-        zt = noise_sched.add_noise(z0, noise, t)
-        pred = unet(unet_input(zt, zo, m), t, encoder_hidden_states=ctx).sample
-        loss = F.mse_loss(pred, noise)
+        loss = inpainting_loss(comp, unet, x, m, embed(caps), noise_sched, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -232,10 +213,10 @@ def train_unet(comp, batches: Batches, steps: int, max_minutes: float, state: Pa
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
         if (step + 1) % 200 == 0:
-            _save_state(state, step + 1, unet, opt, {"losses": losses})
+            save_checkpoint(state, step + 1, unet, opt, losses, gen=gen)
         if time.time() - t0 > max_minutes * 60:
             break
-    _save_state(state, len(losses), unet, opt, {"losses": losses})
+    save_checkpoint(state, len(losses), unet, opt, losses, gen=gen)
     unet.eval().requires_grad_(False)
     return {"steps": len(losses), "minutes": (time.time() - t0) / 60,
             "final_loss": float(np.mean(losses[-200:])), "losses": losses}
