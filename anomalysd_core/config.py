@@ -47,7 +47,7 @@ class Config:
     lpips_beta: float = 0.1           # eq 10
     augment: bool = True
     # --- inference (eq 11-21) ---
-    num_inference_steps: int = 10     # paper: 50 DDIM steps
+    num_inference_steps: int = 5      # paper: 50 DDIM steps
     noise_strength: float = 0.4       # lambda; T~ = lambda * T
     noise_strength_per_class: dict[str, float] = field(default_factory=dict)
     grid_scales: tuple[int, ...] = (1, 2, 4, 8)

@@ -41,12 +41,23 @@ def unet_input(zt: torch.Tensor, zo: torch.Tensor, m: torch.Tensor) -> torch.Ten
 
 
 def start_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
-    """The DDIM timesteps from T~ = lambda * T down to 0: ceil(lambda * steps) U-Net calls."""
+    """The DDIM timesteps from T~ = lambda * T down to 0 (eq 11).
+
+    Of the ``steps`` evenly spaced timesteps of the schedule we keep those at or below lambda * T
+    (plus the schedule's offset), so denoising starts at T~ = lambda * T as the paper defines it:
+    floor(lambda * steps) + 1 U-Net calls, at most ``steps``. (diffusers' image-to-image pipelines
+    keep int(lambda * steps) and so start one step lower, at (lambda - 1/steps) * T.)
+    """
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"noise strength lambda must be in (0, 1], got {strength}")
     scheduler.set_timesteps(steps)
-    n = min(steps, max(1, math.ceil(strength * steps - 1e-9)))
+    n = unet_calls(strength, steps)
     return scheduler.timesteps[steps - n:]
+
+
+def unet_calls(strength: float, steps: int) -> int:
+    """Denoising steps (U-Net calls per mask) of ``start_timesteps``: floor(lambda*steps)+1, capped."""
+    return min(int(steps), math.floor(strength * steps + 1e-9) + 1)
 
 
 def is_oom(e: BaseException) -> bool:

@@ -33,8 +33,9 @@ def test_start_timesteps(steps, strength):
     s = DDIMScheduler(**scheduler_config())
     ts = ip.start_timesteps(s, steps, strength)
     T = s.config.num_train_timesteps
-    assert len(ts) == math.ceil(strength * steps)          # ceil(lambda * steps) U-Net calls
+    assert len(ts) == min(steps, math.floor(strength * steps + 1e-9) + 1)  # start at lambda * T
     assert abs(int(ts[0]) - strength * T) <= T / steps      # start T~ within one step of lambda T
+    assert int(ts[0]) <= strength * T + s.config.steps_offset  # never noisier than lambda T
     assert torch.all(ts[1:] < ts[:-1]) and int(ts[-1]) == s.timesteps[-1]  # down to the end
     assert torch.equal(ts, s.timesteps[steps - len(ts):])   # a suffix of the full schedule
 
