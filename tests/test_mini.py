@@ -152,7 +152,7 @@ def test_mini_profile_counts_at_small_size(tmp_path):
     assert ds.classes == sorted(PROFILES["mini"]["classes"])
     for cls in ds.classes:
         assert len(ds.train(cls)) == 4
-        assert len(ds.test(cls)) == 20 and sum(s.label for s in ds.test(cls)) == 10
+        assert len(ds.test(cls)) == 16 and sum(s.label for s in ds.test(cls)) == 8
         assert ds.has_pixel_masks(cls) == (not cls.startswith("solar_"))
     defects = {s.defect for s in ds.test("grass") if s.label}
     assert defects == {"scratch", "stain", "hole", "crack", "foreign"}
