@@ -5,9 +5,18 @@ per-image intermediates are cached, so shared settings are computed once), retur
 (one row per method, variant, class, shots, seed and setting) and, with ``write=True``, stores it as
 ``results/<profile>/<name>.csv`` with ``<name>.provenance.json`` beside it, both atomically.
 The paper's own numbers are in ``PAPER_*`` and are always labelled ``source = "paper"``.
+
+The notebooks (``notebooks/03-09``) and the book's results page share the rest of this module:
+``notebook_setup`` (their parameters -> overrides, results folder, base model; a random stand-in
+base model for the smoke profile when ``models/mini-base`` is absent), ``sweep_defaults`` (the
+shots/seeds/noise strengths per profile), ``load_result`` and the report helpers that put our
+numbers beside the paper's (``table1_summary``, ``beside_paper1``, ``per_class_table``,
+``timing_table``, ``ablation_table``, ``noise_table``) and write comparison sentences from the
+numbers themselves (``*_sentences``), so that no number in the book's prose is typed by hand.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -62,36 +71,195 @@ PAPER_TABLE5 = pd.DataFrame({
     "source": "paper"})
 
 
+# ----------------------------------------------------------------------------- labels and defaults
+METHOD_LABELS = {"anomalysd": "AnomalySD", "proto-knn": "Prototype kNN map", "patchcore": "PatchCore",
+                 "spade": "SPADE", "padim": "PaDiM"}
+METRIC_LABELS = {"i_auroc": "i-AUROC", "i_aupr": "i-AUPR", "i_f1max": "i-F1max", "p_auroc": "p-AUROC",
+                 "p_pro": "PRO", "p_f1max": "p-F1max"}
+#: The sweeps the notebooks run when their list parameters are left empty (``sweep_defaults``).
+#: smoke keeps CI short: two shot counts, one seed, three noise strengths (one of them cached).
+SWEEPS = {
+    "paper": dict(shots=(0, 1, 2, 4), seeds=(0, 1, 2), lambdas=(0.2, 0.4, 0.6, 0.8)),
+    "mini": dict(shots=(0, 1, 2, 4), seeds=(0, 1, 2), lambdas=(0.2, 0.4, 0.6, 0.8)),
+    "smoke": dict(shots=(0, 1), seeds=(0,), lambdas=(0.2, 0.5, 0.8)),  # 0.5: the profile's own, cached
+}
+TIMING_FILE = "timing.json"
+
+
+def sweep_defaults(profile: str) -> dict:
+    """Shot counts, seeds and noise strengths the notebooks use for ``profile`` by default."""
+    return dict(SWEEPS.get(profile, SWEEPS["mini"]))
+
+
+def parse_list(value, default, conv=int) -> list:
+    """A notebook list parameter: ``None``/``""`` -> ``default``; ``"0,1"`` or ``[0, 1]`` -> ``[0, 1]``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return [conv(v) for v in default]
+    if isinstance(value, str):
+        return [conv(v) for v in value.replace(",", " ").split()]
+    if isinstance(value, (int, float)):
+        return [conv(value)]
+    return [conv(v) for v in value]
+
+
+# ----------------------------------------------------------------------------- notebook set-up
+def resolve_base_model(profile: str, base_model: str = "", out_dir: str = "") -> tuple[str, str]:
+    """The base model a run of ``profile`` should use, and a sentence saying which.
+
+    ``base_model`` when given; else the profile's own (``models/mini-base`` for mini and smoke).
+    For the ``smoke`` profile only, when that folder is absent, a randomly initialised model of the
+    mini architecture is written once to ``<out_dir>/smoke/random-base-<size>`` (atomically) and
+    used instead, so that CI runs every notebook without the pre-trained weights.
+    """
+    cfg = get_config(profile, **({"out_dir": out_dir} if out_dir else {}))
+    if base_model:
+        return str(base_model), f"Base model: `{base_model}` (set by the `base_model` parameter)."
+    if Path(cfg.base_model).exists() or profile != "smoke":
+        return cfg.base_model, f"Base model: `{cfg.base_model}` (the profile's)."
+    import os
+    import shutil
+    import tempfile
+
+    from .models import CARD_NAME, new_mini_components, save_base
+
+    stand = Path(cfg.out_dir) / profile / f"random-base-{cfg.image_size}"
+    if not (stand / CARD_NAME).is_file():
+        stand.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stand.name}.", dir=stand.parent))
+        try:
+            comp = new_mini_components(cfg.image_size, text_kind=cfg.text_encoder, seed=0)
+            comp.vae.register_to_config(scaling_factor=1.0)
+            save_base(comp, tmp, {"name": "random stand-in", "random": True, "size": cfg.image_size})
+            if stand.exists():
+                shutil.rmtree(stand)
+            os.replace(tmp, stand)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    note = (f"The base model `{cfg.base_model}` is absent, so this smoke run uses a RANDOMLY "
+            f"INITIALISED stand-in of the same architecture (`{stand}`): the code paths are real, "
+            "the images and numbers are not meaningful.")
+    return str(stand), note
+
+
+def notebook_setup(profile: str, data_root: str = "", base_model: str = "", out_dir: str = "",
+                   results_dir: str = "") -> tuple[dict, Path, str]:
+    """Overrides, results folder and base-model sentence from a notebook's parameters.
+
+    Empty strings mean "the profile's own": ``data_root`` and ``out_dir`` of the profile,
+    ``results/<profile>`` and the base model of :func:`resolve_base_model`. The overrides are meant
+    for ``get_config(profile, **over)`` and for the table functions of this module.
+    """
+    over = {}
+    if data_root:
+        over["data_root"] = str(data_root)
+    if out_dir:
+        over["out_dir"] = str(out_dir)
+    over["base_model"], note = resolve_base_model(profile, base_model, out_dir)
+    return over, get_results_dir(profile, results_dir), note
+
+
 # ----------------------------------------------------------------------------- running settings
-def results_dir(profile: str) -> Path:
-    return REPO_ROOT / "results" / profile
+def get_results_dir(profile: str, override=None) -> Path:
+    """``override`` when given (non-empty), else ``results/<profile>`` under the repository root."""
+    return Path(override) if override else REPO_ROOT / "results" / profile
+
+
+results_dir = get_results_dir  # the original name
+
+
+_FROZEN: dict = {}
+
+
+def frozen_models(cfg):
+    """The feature backbone and perceptual distance of ``cfg``, built once per process.
+
+    Both are frozen ImageNet networks (the decoder fine-tune only backpropagates through the
+    distance), so every setting of a table can share them; the diffusion components cannot be
+    shared, since fine-tuning changes them.
+    """
+    from .features import build_backbone, build_distance
+    from .utils import resolve_device
+
+    dev = resolve_device(cfg.device)
+    kb, kd = ("backbone", cfg.backbone, str(dev)), ("distance", cfg.distance, str(dev))
+    if kb not in _FROZEN:
+        _FROZEN[kb] = build_backbone(cfg.backbone, device=dev)
+    if kd not in _FROZEN:
+        _FROZEN[kd] = build_distance(cfg.distance, device=dev)
+    return _FROZEN[kb], _FROZEN[kd]
+
+
+def _anomalysd_seconds(fitted, items, n_fresh: int) -> float:
+    """Seconds per test image of AnomalySD's expensive part (inpaintings, distances, M^(p)).
+
+    Measured on the images whose intermediates were computed in this run (cache reads take
+    milliseconds) and stored as ``timing.json`` in the cache folder of these settings, so a fully
+    cached re-run reports the time of the run that computed them (NaN if none is known).
+    """
+    from .evaluate import _cache_path
+
+    if not items:
+        return float("nan")
+    path = _cache_path(fitted, items[0][1]).parents[1] / TIMING_FILE
+    if n_fresh:
+        s = fitted.timer.stages.get("score", 0.0) / n_fresh
+        write_json_atomic(path, {"seconds_per_image": s, "n_images": n_fresh,
+                                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return s
+    if path.is_file():
+        return float(json.loads(path.read_text()).get("seconds_per_image", float("nan")))
+    return float("nan")
 
 
 def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselines=(),
-                progress: bool = False, **overrides):
-    """fit + evaluate one configuration; returns (metrics table, provenance dict)."""
+                progress: bool = False, time_only=("protoknn",), **overrides):
+    """fit + evaluate one configuration; returns (metrics table, run info).
+
+    The run info holds the shots, seed, fit hash, shot files, stage seconds and
+    ``seconds_per_image`` per method: AnomalySD's (see ``_anomalysd_seconds``), each baseline's
+    ``predict`` and, when baselines are run, the prototype kNN map's (timed with
+    ``baselines.ProtoKNN``; its metrics come from the evaluation itself).
+    """
+    from .evaluate import _cache_path, test_items
+
     cfg = get_config(profile, **overrides)
     t0 = time.perf_counter()
-    fitted = fit(cfg, progress=progress)
+    backbone, distance = frozen_models(cfg)
+    fitted = fit(cfg, progress=progress, backbone=backbone, distance=distance)
+    items = test_items(fitted)
+    n_fresh = sum(not _cache_path(fitted, s).is_file() for _, s in items)
     df = evaluate(fitted, variants=variants, progress=progress)
     if baselines:
-        df = pd.concat([df, run_baselines(fitted, baselines)], ignore_index=True)
+        df = pd.concat([df, run_baselines(fitted, baselines, time_only=time_only)], ignore_index=True)
     df.insert(0, "setting", setting)
+    st = fitted.timer.stages
+    secs = {"anomalysd": _anomalysd_seconds(fitted, items, n_fresh)}
+    for name in list(baselines) + list(time_only if baselines else ()):
+        if f"{name}_per_image_s" in st:
+            secs["proto-knn" if name == "protoknn" else name] = st[f"{name}_per_image_s"]
+    done = fitted.run_dir / "done.json"
+    ft_times = json.loads(done.read_text()).get("times", {}) if done.is_file() and cfg.shots > 0 else {}
     info = {"setting": setting, "shots": cfg.shots, "seed": cfg.seed, "fit_hash": fitted.fit_hash,
-            "shot_files": fitted.shot_files, "stage_seconds": fitted.timer.stages,
-            "wall_seconds": time.perf_counter() - t0, "overrides": overrides}
+            "shot_files": fitted.shot_files, "stage_seconds": dict(st),
+            "wall_seconds": time.perf_counter() - t0, "overrides": {k: v for k, v in overrides.items()},
+            "n_test_images": len(items), "n_fresh_images": n_fresh, "seconds_per_image": secs,
+            "finetune_seconds": ft_times, "finetune_reused": bool(fitted.finetune_info.get("reused"))}
     return df, info
 
 
-def run_baselines(fitted, names=("patchcore", "spade", "padim")) -> pd.DataFrame:
-    """The few-shot baselines on the same data, shots and features (class-wise banks)."""
+def run_baselines(fitted, names=("patchcore", "spade", "padim"), time_only=()) -> pd.DataFrame:
+    """The few-shot baselines on the same data, shots and features (class-wise banks).
+
+    ``time_only`` names baselines that are timed (``<name>_per_image_s`` in the stage times) but
+    add no metric rows.
+    """
     from . import data as data_mod
     from .baselines import build_baseline
 
     cfg, ds = fitted.cfg, fitted.dataset
     extractor = fitted.detector.backbone
     rows = []
-    for name in names:
+    for name in list(names) + [n for n in time_only if n not in names]:
         if cfg.shots == 0:
             continue  # memory-bank methods need at least one normal image
         t_img, n_img = 0.0, 0
@@ -109,6 +277,8 @@ def run_baselines(fitted, names=("patchcore", "spade", "padim")) -> pd.DataFrame
                 n_img += 1
                 labels.append(s.label), gts.append(mask)
                 scores.append(float(sc[0])), maps.append(mp[0].cpu().numpy())
+            if name in time_only and name not in names:
+                continue
             r = {"method": name, "variant": "", "class": cls, "shots": cfg.shots, "seed": cfg.seed,
                  "n_test": len(labels), "n_anomalous": int(sum(labels))}
             r.update(class_metrics(labels, scores, gts if ds.has_pixel_masks(cls) else None, maps))
@@ -124,16 +294,48 @@ def run_baselines(fitted, names=("patchcore", "spade", "padim")) -> pd.DataFrame
     return df
 
 
-def _write(profile: str, name: str, df: pd.DataFrame, runs: list, seeds, t0: float, **extra) -> None:
-    out = results_dir(profile)
-    cfg = get_config(profile)
-    write_json_atomic(out / f"{name}.provenance.json", provenance(
-        cfg, name=name, seeds=list(seeds), runs=runs, wall_seconds=time.perf_counter() - t0, **extra))
-    write_csv_atomic(out / f"{name}.csv", df)
+RUN_KEYS = ("setting", "shots", "seed", "fit_hash", "shot_files", "overrides")
 
 
-def _collect(profile, name, settings, seeds, write, post=None, **extra):
-    """Run every (setting label, overrides), concatenate, apply ``post``; write once at the end."""
+def _signature(df: pd.DataFrame, cfg, name: str, seeds, runs: list) -> str:
+    """Hash of what a results file states: its table, configuration, seeds and runs (not timings,
+    dates or the commit)."""
+    import hashlib
+
+    blob = json.dumps({"table": hashlib.sha256(df.to_csv(index=False).encode()).hexdigest(),
+                       "config": cfg.to_dict(), "name": name, "seeds": list(seeds),
+                       "runs": [{k: r.get(k) for k in RUN_KEYS} for r in runs]}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _write(profile: str, name: str, df: pd.DataFrame, runs: list, seeds, t0: float, out=None,
+           common: dict | None = None, **extra) -> bool:
+    """Write ``<name>.csv`` and ``<name>.provenance.json`` atomically; returns False (and writes
+    nothing) when the files already hold the same table from the same configuration and runs, so a
+    re-run from the cache leaves them byte-identical (the book runner's stage cache hashes them)."""
+    out = get_results_dir(profile, out)
+    cfg = get_config(profile, **(common or {}))
+    sig = _signature(df, cfg, name, seeds, runs)
+    prov_path, csv_path = out / f"{name}.provenance.json", out / f"{name}.csv"
+    if prov_path.is_file() and csv_path.is_file():
+        try:
+            if (json.loads(prov_path.read_text()).get("signature") == sig
+                    and csv_path.read_bytes() == df.to_csv(index=False).encode()):
+                return False
+        except ValueError:
+            pass
+    write_json_atomic(prov_path, provenance(
+        cfg, name=name, seeds=list(seeds), runs=runs, wall_seconds=time.perf_counter() - t0,
+        signature=sig, **extra))
+    write_csv_atomic(csv_path, df)
+    return True
+
+
+def _collect(profile, name, settings, seeds, write, post=None, results_dir=None, common=None, **extra):
+    """Run every (setting label, overrides), concatenate, apply ``post``; write once at the end.
+
+    The run infos of ``run_setting`` are attached as ``df.attrs["runs"]``.
+    """
     t0 = time.perf_counter()
     frames, runs = [], []
     for label, over in settings:
@@ -144,37 +346,43 @@ def _collect(profile, name, settings, seeds, write, post=None, **extra):
     if post is not None:
         df = post(df)
     if write:
-        _write(profile, name, df, runs, seeds, t0, **extra)
+        _write(profile, name, df, runs, seeds, t0, out=results_dir, common=common, **extra)
+    df.attrs["runs"] = runs
     return df
 
 
 def table1(profile: str = "mini", shots=(0, 1, 2, 4), seeds=(0, 1, 2),
-           baselines=("patchcore", "spade", "padim"), write: bool = True, **over) -> pd.DataFrame:
+           baselines=("patchcore", "spade", "padim"), write: bool = True, results_dir=None,
+           **over) -> pd.DataFrame:
     """Table 1 analog: every shot count and seed, AnomalySD, the kNN map alone and the baselines."""
-    settings = [(f"{k}-shot", dict(shots=k, seed=s, baselines=baselines, **over))
+    settings = [(f"{k}-shot", dict(shots=k, seed=s, baselines=tuple(baselines), **over))
                 for k in shots for s in seeds]
-    return _collect(profile, "table1", settings, seeds, write)
+    return _collect(profile, "table1", settings, seeds, write, results_dir=results_dir, common=over,
+                    shots=list(shots), baselines=list(baselines))
 
 
-def table3(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = True, **over) -> pd.DataFrame:
+def table3(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = True, results_dir=None,
+           **over) -> pd.DataFrame:
     """Table 3: which modules are fine-tuned (none / decoder / denoiser / both)."""
     grid = [("none", False, False), ("decoder only", False, True), ("denoiser only", True, False),
             ("both", True, True)]
     settings = [(lab, dict(shots=shots, seed=seed, finetune_unet=u, finetune_decoder=d, **over))
                 for lab, u, d in grid]
-    return _collect(profile, "table3", settings, [seed], write)
+    return _collect(profile, "table3", settings, [seed], write, results_dir=results_dir, common=over)
 
 
-def table4(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = True, **over) -> pd.DataFrame:
+def table4(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = True, results_dir=None,
+           **over) -> pd.DataFrame:
     """Table 4: training-mask design (random vs foreground IoU) and prompt design."""
     grid = [("mask: random", dict(mask_design="random")), ("mask: designed", {}),
             ("prompt: none", dict(prompt_design="none")), ("prompt: simple", dict(prompt_design="simple")),
             ("prompt: hierarchical", {})]
     settings = [(lab, dict(shots=shots, seed=seed, **o, **over)) for lab, o in grid]
-    return _collect(profile, "table4", settings, [seed], write)
+    return _collect(profile, "table4", settings, [seed], write, results_dir=results_dir, common=over)
 
 
-def table5(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = True, **over) -> pd.DataFrame:
+def table5(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = True, results_dir=None,
+           **over) -> pd.DataFrame:
     """Table 5: inference masks (one full mask / multi-scale / multi-scale + prototype), one run."""
     settings = [("inference masks", dict(shots=shots, seed=seed, variants=("full", "ms", "ms+proto"), **over))]
 
@@ -182,12 +390,18 @@ def table5(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = T
         df["setting"] = df["variant"].where(df["method"] == "anomalysd", df["method"])
         return df
 
-    return _collect(profile, "table5", settings, [seed], write, post=label)
+    return _collect(profile, "table5", settings, [seed], write, post=label, results_dir=results_dir,
+                    common=over)
 
 
 def noise_sweep(profile: str = "mini", lambdas=(0.2, 0.4, 0.6, 0.8), seed: int = 0, shots: int = 1,
-                write: bool = True, **over) -> pd.DataFrame:
-    """Fig. 4 extended: i/p-AUROC against the noise strength lambda (fine-tune shared, cached)."""
+                write: bool = True, results_dir=None, **over) -> pd.DataFrame:
+    """Fig. 4 extended: i/p-AUROC against the noise strength lambda (fine-tune shared, cached).
+
+    Every class runs at each lambda: per-class strengths of the profile are cleared unless
+    ``noise_strength_per_class`` is passed explicitly.
+    """
+    over.setdefault("noise_strength_per_class", {})
     settings = [(f"lambda={lam:g}", dict(shots=shots, seed=seed, noise_strength=lam, **over))
                 for lam in lambdas]
 
@@ -195,7 +409,30 @@ def noise_sweep(profile: str = "mini", lambdas=(0.2, 0.4, 0.6, 0.8), seed: int =
         df["lambda"] = df["setting"].str.split("=").str[1].astype(float)
         return df
 
-    return _collect(profile, "noise_sweep", settings, [seed], write, post=add_lambda)
+    return _collect(profile, "noise_sweep", settings, [seed], write, post=add_lambda,
+                    results_dir=results_dir, common=over, lambdas=list(lambdas))
+
+
+def load_result(name: str, profile: str = "mini", results_dir=None):
+    """``(table, provenance)`` of ``results/<profile>/<name>.csv`` (``(None, None)`` when absent)."""
+    d = get_results_dir(profile, results_dir)
+    csv, prov = d / f"{name}.csv", d / f"{name}.provenance.json"
+    if not csv.is_file():
+        return None, None
+    df = pd.read_csv(csv, keep_default_na=True).fillna({"variant": "", "setting": ""})
+    info = json.loads(prov.read_text()) if prov.is_file() else {}
+    df.attrs["runs"] = info.get("runs", [])
+    return df, info
+
+
+# ----------------------------------------------------------------------------- summaries and reports
+def fmt(x, digits: int = 1) -> str:
+    """A number as text for tables and glue ('n/a' for NaN/None)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if not np.isfinite(x) else f"{x:.{digits}f}"
 
 
 def summarise(df: pd.DataFrame, by=("method", "variant", "shots")) -> pd.DataFrame:
@@ -204,3 +441,286 @@ def summarise(df: pd.DataFrame, by=("method", "variant", "shots")) -> pd.DataFra
     mean, std = m.mean() * 100, m.std(ddof=0).fillna(0) * 100
     out = mean.round(1).astype(str) + " ± " + std.round(1).astype(str)
     return out.where(~mean.isna(), "n/a").reset_index()
+
+
+def mean_std(df: pd.DataFrame, by=("method", "shots")) -> pd.DataFrame:
+    """Long table of the class-mean rows: ``by`` columns, then ``<metric>``, ``<metric>_std`` (percent,
+    population std over seeds) and ``n_seeds``."""
+    d = df[df["class"] == "mean"]
+    g = d.groupby(list(by), sort=False)
+    mean, std = g[METRIC_COLUMNS].mean() * 100, g[METRIC_COLUMNS].std(ddof=0).fillna(0) * 100
+    out = mean.join(std.add_suffix("_std"))
+    out["n_seeds"] = g["seed"].nunique()
+    return out.reset_index()
+
+
+def _label(m: str) -> str:
+    return METHOD_LABELS.get(m, m)
+
+
+def table1_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as in the paper: one row per (shots, method), metrics as 'mean ± std' over seeds."""
+    s = summarise(df, by=("shots", "method"))
+    seeds = df[df["class"] == "mean"].groupby(["shots", "method"], sort=False)["seed"].nunique()
+    s["seeds"] = [int(seeds.get((k, m), 0)) for k, m in zip(s["shots"], s["method"])]
+    order = {m: i for i, m in enumerate(METHOD_LABELS)}
+    s = s.assign(_o=s["method"].map(order)).sort_values(["shots", "_o"], kind="stable").drop(columns="_o")
+    s["method"] = s["method"].map(_label)
+    return s.rename(columns=METRIC_LABELS).reset_index(drop=True)
+
+
+def per_class_table(df: pd.DataFrame, shots: int | None = None) -> pd.DataFrame:
+    """i-AUROC / p-AUROC per class and method (mean over seeds, percent) at ``shots`` (default:
+    the largest shot count in ``df``). Classes without pixel masks show 'n/a' for p-AUROC."""
+    d = df[df["class"] != "mean"]
+    shots = int(d["shots"].max()) if shots is None else shots
+    d = d[d["shots"] == shots]
+    g = d.groupby(["class", "method"], sort=False)[["i_auroc", "p_auroc"]].mean() * 100
+    cell = g["i_auroc"].map(fmt) + " / " + g["p_auroc"].map(fmt)
+    t = cell.unstack("method")
+    t = t[[m for m in METHOD_LABELS if m in t.columns]].rename(columns=METHOD_LABELS)
+    t.columns.name = f"{shots}-shot, i-AUROC / p-AUROC"
+    return t
+
+
+def beside_paper1(df: pd.DataFrame, profile: str = "mini") -> pd.DataFrame:
+    """Ours (``profile``, mean ± std over seeds) beside the paper's Table 1 (MVTec-AD and VisA)
+    for i-AUROC, p-AUROC and PRO; methods that only one side ran show '—' on the other."""
+    ours = table1_summary(df)
+    paper = paper_table1()
+    keys = pd.concat([ours[["shots", "method"]], paper[["shots", "method"]]]).drop_duplicates()
+    order = {v: i for i, v in enumerate(list(METHOD_LABELS.values()) + ["WinCLIP", "SD (no fine-tune)"])}
+    keys = keys.sort_values(["shots", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
+                            kind="stable")
+    out = keys.merge(ours, on=["shots", "method"], how="left").merge(paper, on=["shots", "method"], how="left")
+    cols = {"i-AUROC": f"i-AUROC ({profile})", "p-AUROC": f"p-AUROC ({profile})", "PRO": f"PRO ({profile})",
+            "i_auroc": "i-AUROC (paper, MVTec)", "p_auroc": "p-AUROC (paper, MVTec)", "p_pro": "PRO (paper, MVTec)",
+            "v_i_auroc": "i-AUROC (paper, VisA)", "v_p_auroc": "p-AUROC (paper, VisA)"}
+    out = out[["shots", "method"] + list(cols)].rename(columns=cols)
+    return out.astype(object).where(out.notna(), "—").reset_index(drop=True)
+
+
+def timing_table(runs: list) -> pd.DataFrame:
+    """Seconds per test image per method (mean over the runs that timed it) from run infos."""
+    rows = [{"method": m, "shots": r.get("shots"), "seconds": s} for r in runs or []
+            for m, s in (r.get("seconds_per_image") or {}).items() if s is not None and np.isfinite(s)]
+    if not rows:
+        return pd.DataFrame(columns=["method", "seconds per image", "runs"])
+    d = pd.DataFrame(rows)
+    g = d.groupby("method", sort=False)["seconds"]
+    out = pd.DataFrame({"seconds per image": g.mean(), "runs": g.size()}).reset_index()
+    ref = out.loc[out["method"] == "patchcore", "seconds per image"]
+    if len(ref):
+        out["x PatchCore"] = (out["seconds per image"] / float(ref.iloc[0])).map(lambda v: f"{v:,.0f}")
+    out["seconds per image"] = out["seconds per image"].map(lambda v: f"{v:.3g}")
+    order = {m: i for i, m in enumerate(METHOD_LABELS)}
+    out = out.sort_values("method", key=lambda c: c.map(order)).reset_index(drop=True)
+    out["method"] = out["method"].map(_label)
+    return out
+
+
+def _shots(k) -> str:
+    return f"{int(k)} shot{'s' if int(k) != 1 else ''}"
+
+
+def _seed_std(df1: pd.DataFrame | None, shots: int = 1, metric: str = "i_auroc") -> float:
+    """Std over seeds (percent) of AnomalySD's class-mean ``metric`` at ``shots`` in Table 1."""
+    if df1 is None or not len(df1):
+        return float("nan")
+    d = df1[(df1["class"] == "mean") & (df1["method"] == "anomalysd") & (df1["shots"] == shots)]
+    return float(d[metric].std(ddof=0) * 100) if d["seed"].nunique() > 1 else float("nan")
+
+
+def table1_sentences(df: pd.DataFrame, profile: str = "mini") -> dict:
+    """Comparison sentences for Table 1, computed from ``df`` (true whatever the numbers are)."""
+    ms = mean_std(df)
+    paper = paper_table1()
+    ran = [m for m in METHOD_LABELS if m in set(ms["method"])]
+    out = {}
+    a = ms[ms["method"] == "anomalysd"].sort_values("shots")
+    pa = paper[paper["method"] == "AnomalySD"].sort_values("shots")
+    if len(a) > 1:
+        lo, hi = a.iloc[0], a.iloc[-1]
+        trend = ("rises" if hi["i_auroc"] > lo["i_auroc"] else "falls" if hi["i_auroc"] < lo["i_auroc"]
+                 else "stays the same")
+        p_lo = pa.loc[pa["shots"] == lo["shots"], "i_auroc"]
+        p_hi = pa.loc[pa["shots"] == hi["shots"], "i_auroc"]
+        paper_part = (f"; in the paper it goes from {fmt(p_lo.iloc[0])} to {fmt(p_hi.iloc[0])} on MVTec-AD "
+                      "over the same shot counts" if len(p_lo) and len(p_hi) else "")
+        out["shots_trend"] = (
+            f"On {profile}, AnomalySD's image AUROC {trend} from {fmt(lo['i_auroc'])} at "
+            f"{_shots(lo['shots'])} to {fmt(hi['i_auroc'])} at {_shots(hi['shots'])} (mean over "
+            f"{int(hi['n_seeds'])} seed{'s' if hi['n_seeds'] != 1 else ''}){paper_part}.")
+    elif len(a):
+        out["shots_trend"] = (f"On {profile}, AnomalySD was run at {_shots(a['shots'].iloc[0])} only "
+                              f"(image AUROC {fmt(a['i_auroc'].iloc[0])}).")
+    best = []
+    for k, g in ms[ms["shots"] > 0].groupby("shots"):
+        top = g.sort_values("i_auroc", ascending=False).iloc[0]
+        p = paper[(paper["shots"] == k) & paper["method"].isin([_label(m) for m in ran])]
+        ptop = p.sort_values("i_auroc", ascending=False).iloc[0]["method"] if len(p) else "n/a"
+        best.append(f"at {_shots(k)} the best image AUROC here is {_label(top['method'])}'s "
+                    f"({fmt(top['i_auroc'])}), in the paper {ptop}'s")
+    if best:
+        out["best_method"] = ("Among the methods run here, " + "; ".join(best) +
+                              " (the paper's ranking is on MVTec-AD).")
+    gaps = []
+    for k, g in ms[ms["shots"] > 0].groupby("shots"):
+        base = g[g["method"].isin(["patchcore", "spade", "padim"])]
+        a_ = g[g["method"] == "anomalysd"]
+        pb = paper[(paper["shots"] == k) & paper["method"].isin(["PatchCore", "SPADE", "PaDiM"])]
+        pa = paper[(paper["shots"] == k) & (paper["method"] == "AnomalySD")]
+        if len(base) and len(a_) and len(pb) and len(pa):
+            d_ours = float(a_["i_auroc"].iloc[0] - base["i_auroc"].max())
+            d_pap = float(pa["i_auroc"].iloc[0] - pb["i_auroc"].max())
+            gaps.append(f"{_shots(k)}: {d_ours:+.1f} here, {d_pap:+.1f} in the paper")
+    if gaps:
+        out["gap"] = ("Image AUROC of AnomalySD minus the best of PatchCore, SPADE and PaDiM, in points: "
+                      + "; ".join(gaps) + ".")
+    s = _seed_std(df, 1)
+    out["seed_std"] = (f"Across seeds, AnomalySD's 1-shot image AUROC varies with a standard deviation of "
+                       f"{fmt(s)} points on {profile}." if np.isfinite(s) else
+                       "Only one seed was run, so the spread over shot draws is unknown.")
+    return out
+
+
+PAPER_ABLATIONS = {"table3": PAPER_TABLE3, "table4": PAPER_TABLE4, "table5": PAPER_TABLE5}
+REFERENCE_SETTING = {"table3": "both", "table4": "mask: designed", "table5": "ms+proto"}
+
+
+def _delta(x) -> str:
+    """A signed difference in points ('+1.2', '-0.4', '0.0'), 'n/a' for NaN."""
+    x = float(x)
+    if not np.isfinite(x):
+        return "n/a"
+    return "0.0" if round(x, 1) == 0 else f"{x:+.1f}"
+
+
+def ablation_table(df: pd.DataFrame, name: str, profile: str = "mini") -> pd.DataFrame:
+    """Ours (AnomalySD, class mean, percent) beside the paper's Table 3/4/5 numbers, with each side's
+    difference to its full method (``REFERENCE_SETTING``)."""
+    paper = PAPER_ABLATIONS[name].set_index("setting")
+    d = df[(df["class"] == "mean") & (df["method"] == "anomalysd")]
+    ours = d.groupby("setting", sort=False)[["i_auroc", "p_auroc"]].mean() * 100
+    ref = REFERENCE_SETTING[name]
+    rows = []
+    for s in paper.index:
+        o = ours.loc[s] if s in ours.index else pd.Series({"i_auroc": np.nan, "p_auroc": np.nan})
+        r = {"setting": s, f"i-AUROC ({profile})": fmt(o["i_auroc"]), f"p-AUROC ({profile})": fmt(o["p_auroc"]),
+             "i-AUROC (paper, MVTec)": fmt(paper.loc[s, "i_auroc"]),
+             "p-AUROC (paper, MVTec)": fmt(paper.loc[s, "p_auroc"])}
+        if ref in ours.index:
+            r[f"Δ i-AUROC ({profile})"] = _delta(o["i_auroc"] - ours.loc[ref, "i_auroc"])
+        r["Δ i-AUROC (paper)"] = _delta(paper.loc[s, "i_auroc"] - paper.loc[ref, "i_auroc"])
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def ablation_long(df: pd.DataFrame, name: str, profile: str = "mini") -> pd.DataFrame:
+    """Long table for plots: setting, source ('<profile>' / 'paper (MVTec)'), metric, value (percent)."""
+    paper = PAPER_ABLATIONS[name]
+    d = df[(df["class"] == "mean") & (df["method"] == "anomalysd")]
+    ours = (d.groupby("setting", sort=False)[["i_auroc", "p_auroc"]].mean() * 100).reset_index()
+    ours = ours[ours["setting"].isin(paper["setting"])]
+    rows = []
+    for src, t in ((profile, ours), ("paper (MVTec)", paper)):
+        for _, r in t.iterrows():
+            rows += [{"setting": r["setting"], "source": src, "metric": "image AUROC", "value": r["i_auroc"]},
+                     {"setting": r["setting"], "source": src, "metric": "pixel AUROC", "value": r["p_auroc"]}]
+    out = pd.DataFrame(rows)
+    out["setting"] = pd.Categorical(out["setting"], categories=list(paper["setting"]), ordered=True)
+    return out.sort_values(["metric", "setting", "source"]).reset_index(drop=True)
+
+
+def per_class_by(df: pd.DataFrame, by: str = "setting", method: str = "anomalysd") -> pd.DataFrame:
+    """i-AUROC / p-AUROC (percent) per class and ``by`` value for one method ('n/a': no pixel masks)."""
+    d = df[(df["class"] != "mean") & (df["method"] == method)]
+    g = d.groupby(["class", by], sort=False)[["i_auroc", "p_auroc"]].mean() * 100
+    t = (g["i_auroc"].map(fmt) + " / " + g["p_auroc"].map(fmt)).unstack(by)
+    t = t[list(dict.fromkeys(d[by]))]
+    t.columns.name = f"{METHOD_LABELS.get(method, method)}, i-AUROC / p-AUROC"
+    return t
+
+
+def _concordant(ours: pd.Series, paper: pd.Series) -> tuple[int, int]:
+    """Pairs of settings ordered the same way by both sides (pairs tied on either side skipped)."""
+    keys = [k for k in paper.index if k in ours.index and np.isfinite(ours[k])]
+    agree = n = 0
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            so, sp = np.sign(ours[a] - ours[b]), np.sign(paper[a] - paper[b])
+            if so == 0 or sp == 0:
+                continue
+            n += 1
+            agree += int(so == sp)
+    return agree, n
+
+
+def ablation_sentences(df: pd.DataFrame, name: str, profile: str = "mini", table1_df=None) -> dict:
+    """Comparison sentences for an ablation table, computed from the numbers."""
+    paper = PAPER_ABLATIONS[name].set_index("setting")
+    d = df[(df["class"] == "mean") & (df["method"] == "anomalysd")]
+    ours = d.groupby("setting", sort=False)[["i_auroc", "p_auroc"]].mean() * 100
+    ours = ours[ours.index.isin(paper.index)]
+    out = {}
+    for col, what in (("i_auroc", "image"), ("p_auroc", "pixel")):
+        o = ours[col].dropna()
+        if not len(o):
+            out[f"best_{col}"] = f"No {what} AUROC is available for this ablation on {profile} yet."
+            continue
+        tops = sorted(o[o == o.max()].index)
+        ptops = sorted(paper[col][paper[col] == paper[col].max()].index)
+        a, n = _concordant(o, paper[col])
+        out[f"best_{col}"] = (
+            f"Highest {what} AUROC on {profile}: {' = '.join(tops)} ({fmt(o.max())}); in the paper: "
+            f"{' = '.join(ptops)} ({fmt(paper[col].max())}). The two sides order the settings the same way "
+            f"in {a} of {n} pairs.")
+    o = ours["i_auroc"].dropna()
+    if len(o) > 1:
+        spread = float(o.max() - o.min())
+        s = _seed_std(table1_df, 1)
+        out["spread"] = (f"The settings span {fmt(spread)} points of image AUROC on {profile} (the paper: "
+                         f"{fmt(paper['i_auroc'].max() - paper['i_auroc'].min())})"
+                         + (f"; for scale, changing only the seed of the shot draw moves the 1-shot image "
+                            f"AUROC with a standard deviation of {fmt(s)} points (Table 1)." if np.isfinite(s)
+                            else "; Table 1's seed spread is not available for scale."))
+    return out
+
+
+def noise_table(df: pd.DataFrame) -> pd.DataFrame:
+    """AnomalySD's class-mean i/p-AUROC (percent) per noise strength lambda."""
+    d = df[(df["class"] == "mean") & (df["method"] == "anomalysd")]
+    t = d.groupby("lambda")[["i_auroc", "p_auroc"]].mean() * 100
+    return t.rename(columns=METRIC_LABELS).reset_index()
+
+
+def noise_per_class(df: pd.DataFrame) -> pd.DataFrame:
+    """Per class: image AUROC at every lambda and the lambda that maximises it."""
+    d = df[(df["class"] != "mean") & (df["method"] == "anomalysd")]
+    t = (d.groupby(["class", "lambda"], sort=False)["i_auroc"].mean() * 100).unstack("lambda")
+    best = t.idxmax(axis=1)
+    out = t.apply(lambda c: c.map(fmt))
+    out.columns = [f"λ={c:g}" for c in out.columns]
+    out["best λ"] = best.map(lambda v: f"{v:g}" if np.isfinite(v) else "n/a")
+    return out.reset_index()
+
+
+def noise_sentences(df: pd.DataFrame, profile: str = "mini", default: float | None = None) -> dict:
+    t = noise_table(df).set_index("lambda")
+    out = {}
+    for col, what in (("i-AUROC", "image"), ("p-AUROC", "pixel")):
+        c = t[col].dropna()
+        if not len(c):
+            out[col] = f"No {what} AUROC is available for the sweep on {profile} yet."
+            continue
+        best = [f"{v:g}" for v in c[c == c.max()].index]
+        out[col] = (f"On {profile} the {what} AUROC is highest at λ = {' and '.join(best)} ({fmt(c.max())}) and "
+                    f"lowest at λ = {c.idxmin():g} ({fmt(c.min())}).")
+    pc = noise_per_class(df)
+    if len(pc):
+        counts = pc["best λ"].value_counts()
+        out["per_class"] = ("Per class, the best λ is " + ", ".join(
+            f"{v} for {n} class{'es' if n != 1 else ''}" for v, n in counts.items()) + ".")
+    if default is not None:
+        out["default"] = f"The {profile} profile runs every class at λ = {default:g}."
+    return out

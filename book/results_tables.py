@@ -20,7 +20,12 @@
 # Glue keys defined here (all always present, with a placeholder when a file is missing):
 # `profile`, `results_dir`, `result_files_table`, `n_result_files`, `notebook_times_table`,
 # `notebook_total_seconds`, `stage_times_table`, `metrics_table`, `profiles_table` and, for every
-# profile P, `P_image_size`, `P_steps` and `P_n_masks`.
+# profile P, `P_image_size`, `P_steps` and `P_n_masks`; from the paper-table results
+# (`table1.csv`, `table3.csv`, `table4.csv`, `table5.csv`, `noise_sweep.csv`, written by notebooks
+# 05-09): `provenance_table`, `table1_summary`, `table1_beside_paper`, `table1_per_class`,
+# `table1_timing`, `table1_plot`, `t1_*` sentences, `tableN_beside_paper` and `tN_*` sentences for
+# N = 3, 4, 5, `noise_table`, `noise_per_class`, `noise_*_text` sentences and `n_seeds`, `shots`,
+# `ablation_shots`, `ablation_seed`.
 
 # %% tags=["parameters"]
 profile = "mini"     # run profile whose results are shown
@@ -106,3 +111,123 @@ for p in PROFILES:
     glue(f"{p}_image_size", str(c.image_size))
     glue(f"{p}_steps", str(c.num_inference_steps))
     glue(f"{p}_n_masks", str(sum(k * k for k in c.grid_scales)))
+
+
+# %% [markdown]
+# ## The paper's tables, rebuilt
+#
+# The results of notebooks 05-09 (`table1.csv`, `table3.csv`, `table4.csv`, `table5.csv`,
+# `noise_sweep.csv`), each beside the paper's numbers, with the comparison sentences computed from
+# them by `anomalysd_core.experiments`. A missing file gives a placeholder that names the notebook
+# that makes it.
+
+# %%
+import matplotlib.pyplot as plt
+
+from anomalysd_core import experiments as ex
+from anomalysd_core import plots
+
+MAKERS = {"table1": "05_main_results", "table3": "06_ablation_modules", "table4": "07_ablation_design",
+          "table5": "08_ablation_masks", "noise_sweep": "09_noise_strength"}
+loaded = {name: ex.load_result(name, profile, rdir) for name in MAKERS}
+
+
+def missing(name: str) -> pd.DataFrame:
+    return placeholder(f"{name}.csv", f"run notebooks/{MAKERS[name]}.py "
+                       f"(python -m anomalysd_core.book --profile {profile} --only {MAKERS[name][:2]})")
+
+
+def not_yet(name: str) -> str:
+    return (f"Not available: results/{profile}/{name}.csv has not been made yet "
+            f"(notebook {MAKERS[name]}).")
+
+
+prov_rows = []
+for name, (df, info) in loaded.items():
+    if df is None:
+        prov_rows.append({"file": f"{name}.csv", "profile": "(missing)", "created (UTC)": "", "commit": "",
+                          "image size": "", "base model": "", "seeds": "", "hours": ""})
+        continue
+    cfg_d = info.get("config", {})
+    prov_rows.append({"file": f"{name}.csv", "profile": info.get("profile", "?"),
+                      "created (UTC)": info.get("created", ""), "commit": info.get("commit", ""),
+                      "image size": cfg_d.get("image_size", ""), "base model": cfg_d.get("base_model", ""),
+                      "seeds": ", ".join(map(str, info.get("seeds", []))),
+                      "hours": ex.fmt(info.get("wall_seconds", float("nan")) / 3600, 2)})
+provenance_table = pd.DataFrame(prov_rows)
+glue("provenance_table", html_table(provenance_table), display=False)
+provenance_table
+
+# %% [markdown]
+# ### Table 1
+
+# %%
+t1, t1_info = loaded["table1"]
+if t1 is not None:
+    t1_summary, t1_beside = ex.table1_summary(t1), ex.beside_paper1(t1, profile)
+    t1_per_class, t1_timing = ex.per_class_table(t1), ex.timing_table(t1.attrs.get("runs", []))
+    t1_sent = ex.table1_sentences(t1, profile)
+    glue("n_seeds", str(t1["seed"].nunique()))
+    glue("shots", ", ".join(str(k) for k in sorted(t1["shots"].unique())))
+    mean_rows = t1[t1["class"] == "mean"].copy()
+    mean_rows["method"] = mean_rows["method"].map(ex.METHOD_LABELS)
+    mean_rows[["i_auroc", "p_auroc"]] *= 100
+    paper1 = ex.paper_table1()
+    paper1 = paper1[paper1["method"].isin(set(mean_rows["method"]) | {"WinCLIP"})]
+    fig = plots.metric_vs_shots(mean_rows, paper1, profile)
+    glue("table1_plot", fig, display=False)
+    plt.close(fig)
+else:
+    t1_summary = t1_beside = t1_per_class = t1_timing = missing("table1")
+    t1_sent = {}
+    glue("n_seeds", "n/a")
+    glue("shots", "n/a")
+    fig, ax = plt.subplots(figsize=(4, 1))
+    ax.text(0.5, 0.5, f"no table1.csv for {profile} yet", ha="center", va="center")
+    ax.axis("off")
+    glue("table1_plot", fig, display=False)
+    plt.close(fig)
+glue("table1_summary", html_table(t1_summary), display=False)
+glue("table1_beside_paper", html_table(t1_beside), display=False)
+glue("table1_per_class", html_table(t1_per_class, index=t1 is not None), display=False)
+glue("table1_timing", html_table(t1_timing), display=False)
+for key in ("shots_trend", "best_method", "gap", "seed_std"):
+    glue(f"t1_{key}", t1_sent.get(key, not_yet("table1")))
+t1_beside
+
+# %% [markdown]
+# ### Tables 3, 4 and 5
+
+# %%
+ablation_meta = []
+for n in (3, 4, 5):
+    name = f"table{n}"
+    df, info = loaded[name]
+    if df is not None:
+        glue(f"{name}_beside_paper", html_table(ex.ablation_table(df, name, profile)), display=False)
+        sent = ex.ablation_sentences(df, name, profile, t1)
+        ablation_meta.append((int(df["shots"].iloc[0]), int(df["seed"].iloc[0])))
+    else:
+        glue(f"{name}_beside_paper", html_table(missing(name)), display=False)
+        sent = {}
+    for key in ("best_i_auroc", "best_p_auroc", "spread"):
+        glue(f"t{n}_{key}", sent.get(key, not_yet(name)))
+meta = sorted(set(ablation_meta))
+glue("ablation_shots", ", ".join(str(k) for k, _ in meta) if meta else "n/a")
+glue("ablation_seed", ", ".join(str(s) for _, s in meta) if meta else "n/a")
+
+# %% [markdown]
+# ### Noise strength
+
+# %%
+ns, _ = loaded["noise_sweep"]
+if ns is not None:
+    glue("noise_table", html_table(ex.noise_table(ns).round(1)), display=False)
+    glue("noise_per_class", html_table(ex.noise_per_class(ns)), display=False)
+    n_sent = ex.noise_sentences(ns, profile, get_config(profile).noise_strength)
+else:
+    glue("noise_table", html_table(missing("noise_sweep")), display=False)
+    glue("noise_per_class", html_table(missing("noise_sweep")), display=False)
+    n_sent = {}
+for key in ("i-AUROC", "p-AUROC", "per_class", "default"):
+    glue(f"noise_{key.replace('-', '_')}_text", n_sent.get(key, not_yet("noise_sweep")))

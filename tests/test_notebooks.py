@@ -1,11 +1,13 @@
-"""The notebook runner (``anomalysd_core.book``): notebooks 01 and 02 execute at profile smoke,
-failures stop the run, and unchanged notebooks are skipped (stage cache)."""
+"""The notebook runner (``anomalysd_core.book``): every notebook executes at profile smoke (into
+tmp folders; notebooks 03-09 fall back to a random stand-in base model when ``models/mini-base``
+is absent), failures stop the run, and unchanged notebooks are skipped (stage cache)."""
 import csv
 import json
 import textwrap
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from anomalysd_core import book
@@ -16,7 +18,7 @@ def shared_dirs(tmp_path_factory):
     cache of the runner executes each smoke notebook once per session."""
     base = tmp_path_factory.getbasetemp() / "book-smoke"
     return {"build_dir": base / "build", "results_dir": base / "results",
-            "params": {"data_root": str(base / "data")}}
+            "params": {"data_root": str(base / "data"), "out_dir": str(base / "runs")}}
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +168,80 @@ def test_kernel_runs_this_interpreter():
     from jupyter_client.kernelspec import KernelSpecManager
 
     assert book._runs_this_python(KernelSpecManager().get_kernel_spec(name).argv)
+
+
+# ------------------------------------------------------------------ notebooks 03-09 (paper tables)
+PAPER_NOTEBOOKS = {  # name -> glue keys it must define
+    "03_finetuning": {"unet_loss_last", "decoder_loss_last", "d_normal_change", "psnr_change"},
+    "04_inference": {"n_masks", "proto_r", "walk_score", "fig3_higher"},
+    "05_main_results": {"table1_summary", "table1_beside_paper", "table1_per_class", "table1_timing",
+                        "t1_shots_trend", "t1_best_method", "t1_gap", "t1_seed_std"},
+    "06_ablation_modules": {"table3_beside_paper", "t3_best_i_auroc", "t3_spread"},
+    "07_ablation_design": {"table4_beside_paper", "t4_best_i_auroc", "t4_spread"},
+    "08_ablation_masks": {"table5_beside_paper", "t5_best_i_auroc", "t5_knn_i"},
+    "09_noise_strength": {"noise_table", "noise_per_class", "noise_i_AUROC_text"},
+}
+RESULT_FILES = {"05_main_results": "table1", "06_ablation_modules": "table3",
+                "07_ablation_design": "table4", "08_ablation_masks": "table5",
+                "09_noise_strength": "noise_sweep"}
+
+
+def test_paper_notebooks_structure():
+    """Project Pythia layout and the parameters that let tests redirect every path."""
+    for name in PAPER_NOTEBOOKS:
+        src = book.NOTEBOOK_DIR / f"{name}.py"
+        nb = book.read_notebook(src)
+        params = book.declared_parameters(nb)
+        assert params[0] == "profile", name
+        assert {"data_root", "base_model", "out_dir"} <= set(params), name
+        if name in RESULT_FILES:
+            assert "results_dir" in params, name
+        text = src.read_text()
+        for heading in ("## Overview", "## Prerequisites", "## Imports", "## Summary", "## What's next",
+                        "## Exercises"):
+            assert f"# {heading}" in text, (name, heading)
+
+
+@pytest.fixture(scope="module")
+def smoke_all(tmp_path_factory):
+    d = shared_dirs(tmp_path_factory)
+    runs = book.run_notebooks("smoke", **d)   # every notebook, results_tables last
+    return d, runs
+
+
+@pytest.mark.slow
+def test_paper_notebooks_execute_at_smoke(smoke_all):
+    from anomalysd_core.config import MINI_BASE_MODEL
+
+    d, runs = smoke_all
+    names = [r.name for r in runs]
+    assert names == [p.stem for p in book.notebook_sources()]
+    out_dir = d["build_dir"] / "notebooks" / "smoke"
+    for name, keys in PAPER_NOTEBOOKS.items():
+        nb = nbformat.read(out_dir / f"{name}.ipynb", as_version=4)
+        assert not _errors(nb), f"{name} has error outputs"
+        assert keys <= _glue_keys(nb), (name, keys - _glue_keys(nb))
+        assert sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])) >= 1, name
+        text = "".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells
+                       for o in c.get("outputs", []))
+        if not MINI_BASE_MODEL.exists():
+            assert "RANDOMLY INITIALISED" in text, name
+    # every paper-table notebook wrote its CSV and provenance into the redirected results folder
+    rdir = d["results_dir"]
+    for name, res in RESULT_FILES.items():
+        df = pd.read_csv(rdir / f"{res}.csv")
+        prov = json.loads((rdir / f"{res}.provenance.json").read_text())
+        assert prov["profile"] == "smoke" and len(df), res
+        assert prov["config"]["out_dir"] == d["params"]["out_dir"], res
+    t1 = pd.read_csv(rdir / "table1.csv")
+    assert sorted(t1["shots"].unique()) == [0, 1] and list(t1["seed"].unique()) == [0]
+    # the runs cache went to the tmp out_dir, not to the repository's runs/
+    assert (Path(d["params"]["out_dir"]) / "smoke").is_dir()
+    # the results page's notebook found every file (no placeholder left)
+    rt = nbformat.read(out_dir / "results_tables.ipynb", as_version=4)
+    html = "".join(str(v) for c in rt.cells for o in c.get("outputs", []) for v in o.get("data", {}).values())
+    assert "has not been made yet" not in html and "(missing)" not in html
+    assert {"table1_beside_paper", "table3_beside_paper", "noise_table", "t5_best_i_auroc"} <= _glue_keys(rt)
+    with open(rdir / book.TIMES_FILE) as f:
+        rows = {r["notebook"]: float(r["seconds"]) for r in csv.DictReader(f)}
+    assert set(PAPER_NOTEBOOKS) <= set(rows)

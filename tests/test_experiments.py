@@ -1,0 +1,251 @@
+"""``experiments``: the paper's numbers, the report helpers (on synthetic tables, fast) and the table
+functions end to end at the smoke profile (results written atomically where asked, timings kept)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomalysd_core import experiments as ex
+from anomalysd_core.evaluate import METRIC_COLUMNS
+
+
+# ----------------------------------------------------------------------------- synthetic tables
+def _rows(method, shots, seed, values, classes=("a", "b", "solar"), setting="", variant=""):
+    """Per-class rows + the class-mean row, as evaluate/run_baselines make them."""
+    rows = []
+    for c, v in zip(classes, values):
+        r = {"setting": setting, "method": method, "variant": variant, "class": c, "shots": shots,
+             "seed": seed, "n_test": 10, "n_anomalous": 5}
+        r.update({m: v for m in METRIC_COLUMNS})
+        if c == "solar":  # image labels only
+            r.update(p_auroc=np.nan, p_pro=np.nan, p_f1max=np.nan)
+        rows.append(r)
+    d = pd.DataFrame(rows)
+    mean = {**rows[0], "class": "mean", "n_test": 30, "n_anomalous": 15}
+    mean.update(d[METRIC_COLUMNS].mean().to_dict())
+    return rows + [mean]
+
+
+@pytest.fixture
+def t1():
+    rows = []
+    for seed, bump in ((0, 0.0), (1, 0.02)):
+        rows += _rows("anomalysd", 0, seed, (0.6 + bump, 0.5, 0.7))
+        rows += _rows("anomalysd", 1, seed, (0.9 + bump, 0.8, 0.7))
+        rows += _rows("proto-knn", 1, seed, (0.8, 0.8, 0.8))
+        rows += _rows("patchcore", 1, seed, (0.7, 0.7, 0.7))
+    return pd.DataFrame(rows)
+
+
+def test_paper_tables_are_labelled():
+    p = ex.paper_table1()
+    assert (p["source"] == "paper").all() and len(p) == 18
+    a = p[(p["method"] == "AnomalySD") & (p["shots"] == 1)].iloc[0]
+    assert a["i_auroc"] == 93.6 and a["v_i_auroc"] == 86.1
+    for t in (ex.PAPER_TABLE3, ex.PAPER_TABLE4, ex.PAPER_TABLE5):
+        assert (t["source"] == "paper").all()
+    for name, ref in ex.REFERENCE_SETTING.items():
+        assert ref in set(ex.PAPER_ABLATIONS[name]["setting"])
+
+
+def test_sweep_defaults_and_parse_list():
+    assert ex.sweep_defaults("mini")["shots"] == (0, 1, 2, 4)
+    assert ex.sweep_defaults("smoke") == dict(shots=(0, 1), seeds=(0,), lambdas=(0.2, 0.5, 0.8))
+    assert ex.parse_list("", (0, 1)) == [0, 1]
+    assert ex.parse_list(None, (2,)) == [2]
+    assert ex.parse_list("0, 2 4", ()) == [0, 2, 4]
+    assert ex.parse_list([1, 2], ()) == [1, 2]
+    assert ex.parse_list("0.2,0.8", (), float) == [0.2, 0.8]
+    assert ex.parse_list("patchcore,spade", (), str) == ["patchcore", "spade"]
+    assert ex.parse_list(3, ()) == [3]
+
+
+def test_results_dir_override(tmp_path):
+    assert ex.get_results_dir("mini").parts[-2:] == ("results", "mini")
+    assert ex.get_results_dir("mini", tmp_path) == tmp_path
+    assert ex.get_results_dir("mini", "") == ex.get_results_dir("mini")
+
+
+def test_summaries(t1):
+    s = ex.table1_summary(t1)
+    assert list(s["method"]) == ["AnomalySD", "AnomalySD", "Prototype kNN map", "PatchCore"]
+    assert list(s["shots"]) == [0, 1, 1, 1] and (s["seeds"] == 2).all()
+    a1 = s[(s["shots"] == 1) & (s["method"] == "AnomalySD")].iloc[0]
+    # class means 0.8 and ~0.8067 -> mean 80.3, population std 0.3 (percent)
+    assert a1["i-AUROC"] == "80.3 ± 0.3"
+    # pixel metrics average the classes with masks only: (0.9, 0.8) and (0.92, 0.8)
+    assert a1["p-AUROC"] == "85.5 ± 0.5"
+    ms = ex.mean_std(t1)
+    assert ms.loc[(ms["method"] == "patchcore"), "i_auroc_std"].iloc[0] == pytest.approx(0)
+    pc = ex.per_class_table(t1)
+    assert pc.columns.name.startswith("1-shot")
+    assert pc.loc["solar", "AnomalySD"] == "70.0 / n/a"
+    assert pc.loc["a", "PatchCore"] == "70.0 / 70.0"
+
+
+def test_beside_paper1(t1):
+    b = ex.beside_paper1(t1, "mini")
+    row = b[(b["shots"] == 1) & (b["method"] == "AnomalySD")].iloc[0]
+    assert row["i-AUROC (mini)"] == "80.3 ± 0.3" and row["i-AUROC (paper, MVTec)"] == 93.6
+    knn = b[(b["method"] == "Prototype kNN map")].iloc[0]
+    assert knn["i-AUROC (paper, MVTec)"] == "—"
+    win = b[(b["shots"] == 4) & (b["method"] == "WinCLIP")].iloc[0]
+    assert win["i-AUROC (mini)"] == "—" and win["p-AUROC (paper, VisA)"] == 97.2
+
+
+def test_table1_sentences(t1):
+    s = ex.table1_sentences(t1, "mini")
+    assert "rises from 60.3 at 0 shots to 80.3 at 1 shot" in s["shots_trend"]
+    assert "86.6 to 93.6" in s["shots_trend"]
+    assert "AnomalySD's (80.3)" in s["best_method"]
+    assert "+10.3 here, +10.2 in the paper" in s["gap"]
+    assert "standard deviation of 0.3 points" in s["seed_std"]
+    one = ex.table1_sentences(t1[t1["seed"] == 0], "mini")
+    assert "Only one seed" in one["seed_std"]
+    # a falling curve is called falling
+    worse = t1.copy()
+    worse.loc[(worse["shots"] == 0) & worse["i_auroc"].notna(), "i_auroc"] = 0.99
+    assert " falls from " in ex.table1_sentences(worse, "mini")["shots_trend"]
+
+
+def test_timing_table():
+    runs = [{"shots": 1, "seconds_per_image": {"anomalysd": 2.0, "patchcore": 0.01, "proto-knn": 0.02}},
+            {"shots": 2, "seconds_per_image": {"anomalysd": 4.0, "patchcore": 0.03}},
+            {"shots": 0, "seconds_per_image": {"anomalysd": float("nan")}}]
+    t = ex.timing_table(runs).set_index("method")
+    assert t.loc["AnomalySD", "seconds per image"] == "3" and t.loc["AnomalySD", "runs"] == 2
+    assert t.loc["AnomalySD", "x PatchCore"] == "150"
+    assert list(t.index) == ["AnomalySD", "Prototype kNN map", "PatchCore"]
+    assert ex.timing_table([]).empty
+
+
+def _ablation(name, values):
+    rows = []
+    for setting, v in values.items():
+        rows += _rows("anomalysd", 1, 0, (v, v, v), setting=setting)
+        rows += _rows("proto-knn", 1, 0, (0.5, 0.5, 0.5), setting=setting)
+    return pd.DataFrame(rows)
+
+
+def test_ablation_table_and_sentences(t1):
+    df = _ablation("table3", {"none": 0.80, "decoder only": 0.82, "denoiser only": 0.90, "both": 0.88})
+    t = ex.ablation_table(df, "table3", "mini").set_index("setting")
+    assert t.loc["both", "i-AUROC (mini)"] == "88.0" and t.loc["both", "Δ i-AUROC (mini)"] == "0.0"
+    assert t.loc["none", "Δ i-AUROC (mini)"] == "-8.0" and t.loc["none", "Δ i-AUROC (paper)"] == "-7.0"
+    assert t.loc["denoiser only", "i-AUROC (paper, MVTec)"] == "93.2"
+    s = ex.ablation_sentences(df, "table3", "mini", t1)
+    assert "Highest image AUROC on mini: denoiser only (90.0); in the paper: both (93.6)" in s["best_i_auroc"]
+    assert "in 5 of 6 pairs" in s["best_i_auroc"]  # only denoiser-vs-both is ordered differently
+    assert "span 10.0 points" in s["spread"] and "0.3 points" in s["spread"]
+    long = ex.ablation_long(df, "table3", "mini")
+    assert set(long["source"]) == {"mini", "paper (MVTec)"} and len(long) == 16
+    # table 4: the two full-method rows tie on both sides
+    d4 = _ablation("table4", {"mask: random": 0.7, "mask: designed": 0.8, "prompt: none": 0.6,
+                              "prompt: simple": 0.75, "prompt: hierarchical": 0.8})
+    s4 = ex.ablation_sentences(d4, "table4", "mini")
+    assert "mask: designed = prompt: hierarchical (80.0)" in s4["best_i_auroc"]
+    assert "in 8 of 9 pairs" in s4["best_i_auroc"]  # random vs simple differs
+    assert "not available" in s4["spread"]
+    pc = ex.per_class_by(d4)
+    assert list(pc.columns)[:2] == ["mask: random", "mask: designed"] and pc.loc["solar", "prompt: none"] == "60.0 / n/a"
+
+
+def test_concordant_skips_ties():
+    o = pd.Series({"a": 1.0, "b": 2.0, "c": 2.0})
+    p = pd.Series({"a": 1.0, "b": 3.0, "c": 2.0})
+    assert ex._concordant(o, p) == (2, 2)
+
+
+def test_noise_reports():
+    rows = []
+    for lam, v in ((0.2, 0.6), (0.4, 0.9), (0.8, 0.7)):
+        for r in _rows("anomalysd", 1, 0, (v, v - 0.1, 0.5), setting=f"lambda={lam:g}"):
+            rows.append({**r, "lambda": lam})
+    df = pd.DataFrame(rows)
+    t = ex.noise_table(df)
+    assert list(t["lambda"]) == [0.2, 0.4, 0.8] and t["i-AUROC"].round(1).tolist() == [53.3, 73.3, 60.0]
+    pc = ex.noise_per_class(df).set_index("class")
+    assert pc.loc["a", "best λ"] == "0.4" and pc.loc["a", "λ=0.4"] == "90.0"
+    s = ex.noise_sentences(df, "mini", 0.4)
+    assert "highest at λ = 0.4 (73.3)" in s["i-AUROC"] and "lowest at λ = 0.2" in s["i-AUROC"]
+    assert s["default"] == "The mini profile runs every class at λ = 0.4."
+
+
+def test_fmt_and_delta():
+    assert ex.fmt(float("nan")) == "n/a" and ex.fmt(None) == "n/a" and ex.fmt(93.649) == "93.6"
+    assert ex._delta(-1e-12) == "0.0" and ex._delta(1.25) == "+1.2" and ex._delta(-0.44) == "-0.4"
+
+
+def test_load_result_missing(tmp_path):
+    assert ex.load_result("table1", "smoke", tmp_path) == (None, None)
+
+
+# ----------------------------------------------------------------------------- end to end (smoke)
+@pytest.fixture(scope="module")
+def over(smoke_base, smoke_data, tmp_path_factory):
+    return dict(base_model=str(smoke_base), data_root=str(smoke_data), grid_scales=(1, 2),
+                out_dir=str(tmp_path_factory.mktemp("exp-runs")))
+
+
+@pytest.mark.slow
+def test_table5_writes_results_and_reuses_cache(over, tmp_path):
+    out = tmp_path / "results"
+    df = ex.table5("smoke", results_dir=out, **over)
+    saved = pd.read_csv(out / "table5.csv").fillna({"variant": ""})
+    assert len(saved) == len(df) and set(saved["setting"]) == {"full", "ms", "ms+proto", "proto-knn"}
+    assert not list(out.glob(".*"))  # atomic writes leave no temporary files
+    prov = json.loads((out / "table5.provenance.json").read_text())
+    assert prov["profile"] == "smoke" and prov["config"]["base_model"] == over["base_model"]
+    run = prov["runs"][0]
+    assert run["n_test_images"] == 18 and run["n_fresh_images"] == 18
+    assert run["seconds_per_image"]["anomalysd"] > 0
+    assert df.attrs["runs"][0]["fit_hash"] == run["fit_hash"]
+    # a second run reads every intermediate from the cache and reports the stored timing
+    again = ex.table5("smoke", write=False, **over)
+    info = again.attrs["runs"][0]
+    assert info["n_fresh_images"] == 0
+    assert info["seconds_per_image"]["anomalysd"] == pytest.approx(run["seconds_per_image"]["anomalysd"])
+    pd.testing.assert_frame_equal(again.reset_index(drop=True)[saved.columns].fillna({"variant": ""}),
+                                  saved, check_dtype=False)
+    # writing the same table again leaves both files byte-identical (stable for the book's stage cache)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    ex.table5("smoke", results_dir=out, **over)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert prov["signature"]
+
+
+@pytest.mark.slow
+def test_table1_baselines_and_timings(over, tmp_path):
+    df = ex.table1("smoke", shots=(0, 1), seeds=(0,), baselines=("patchcore",), results_dir=tmp_path, **over)
+    means = df[df["class"] == "mean"]
+    assert set(means.loc[means["shots"] == 0, "method"]) == {"anomalysd"}  # no bank at zero shots
+    assert set(means.loc[means["shots"] == 1, "method"]) == {"anomalysd", "proto-knn", "patchcore"}
+    runs = json.loads((tmp_path / "table1.provenance.json").read_text())["runs"]
+    assert [r["shots"] for r in runs] == [0, 1]
+    assert set(runs[1]["seconds_per_image"]) == {"anomalysd", "patchcore", "proto-knn"}
+    assert runs[1]["finetune_seconds"] and not runs[0]["finetune_seconds"]
+    t = ex.timing_table(runs)
+    assert set(t["method"]) == {"AnomalySD", "PatchCore", "Prototype kNN map"}
+    summary = ex.table1_summary(df)
+    assert (summary["seeds"] == 1).all()
+
+
+@pytest.mark.slow
+def test_smoke_stand_in_base_model(monkeypatch, tmp_path):
+    from anomalysd_core import config
+    from anomalysd_core.models import read_card
+
+    monkeypatch.setitem(config.PROFILES["smoke"], "base_model", str(tmp_path / "absent"))
+    path, note = ex.resolve_base_model("smoke", out_dir=str(tmp_path / "runs"))
+    assert path == str(tmp_path / "runs" / "smoke" / "random-base-32") and "RANDOMLY" in note
+    assert read_card(path)["random"] is True
+    assert ex.resolve_base_model("smoke", out_dir=str(tmp_path / "runs"))[0] == path  # reused
+    assert ex.resolve_base_model("smoke", "/given")[0] == "/given"
+    # other profiles never fall back to random weights
+    monkeypatch.setitem(config.PROFILES["mini"], "base_model", str(tmp_path / "absent"))
+    assert ex.resolve_base_model("mini")[0] == str(tmp_path / "absent")
+    over, rdir, _ = ex.notebook_setup("smoke", data_root="/d", out_dir=str(tmp_path / "runs"),
+                                      results_dir=str(tmp_path / "res"))
+    assert over == {"data_root": "/d", "out_dir": str(tmp_path / "runs"), "base_model": path}
+    assert rdir == tmp_path / "res"
