@@ -191,7 +191,10 @@ def notebook_hashes(src: Path, profile: str, params: dict, results_dir: Path | N
     }
     if "data_root" in params:  # notebooks that read the benchmark declare a data_root parameter
         h["data_marker"] = _sha(marker.read_bytes()) if marker.is_file() else "absent"
-    if results_dir is not None and "results_dir" in params:
+    # only the pages that read other notebooks' results depend on them (the notebooks that
+    # write results would otherwise re-run after every run of their own)
+    if results_dir is not None and "results_dir" in params and Path(src).resolve() in {
+            p.resolve() for p in BOOK_NOTEBOOKS}:
         files = [p for p in results_dir.glob("*") if p.is_file() and p.name != TIMES_FILE
                  and p.suffix in (".csv", ".json") and not p.name.startswith(".")]
         h["results"] = _files_hash(files) if files else "absent"

@@ -13,7 +13,7 @@ def shared_dirs(tmp_path_factory):
     notebook once per pytest session."""
     base = tmp_path_factory.getbasetemp() / "book-smoke"
     return {"build_dir": base / "build", "results_dir": base / "results",
-            "params": {"data_root": str(base / "data")}}
+            "params": {"data_root": str(base / "data"), "out_dir": str(base / "runs")}}
 
 
 @pytest.fixture(scope="module")
