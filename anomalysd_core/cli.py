@@ -136,10 +136,6 @@ def cmd_score(args):
     print(f"wrote {len(rows)} overlays and scores.csv to {out}")
 
 
-def cmd_book(args):
-    from . import book
-
-    return book.main(["--profile", args.profile] + list(args.rest))
 
 
 def main(argv=None):
@@ -186,12 +182,15 @@ def main(argv=None):
     p.add_argument("--out", default="runs/score")
     p.set_defaults(fn=cmd_score)
 
-    p = sub.add_parser("book", help="run every notebook with papermill, then build the site")
-    p.add_argument("--profile", default="mini", choices=["paper", "mini", "smoke"])
-    p.add_argument("rest", nargs=argparse.REMAINDER,
-                   help="passed on to `python -m anomalysd_core.book` (--only, --force, -p, --out ...)")
-    p.set_defaults(fn=cmd_book)
+    sub.add_parser("book", add_help=False,
+                   help="run every notebook with papermill, then build the site "
+                        "(options: `python -m anomalysd_core book --help`)")
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["book"]:  # the book runner has its own options
+        from . import book
+
+        return book.main(argv[1:])
     args = ap.parse_args(argv)
     if getattr(args, "classes", None):
         args.classes = [c for c in args.classes.split(",") if c]

@@ -324,8 +324,9 @@ glue("n_prompts", str(len(pset)))
 #
 # ## What's next
 #
-# The {doc}`../results` page: fine-tuning with these masks and prompts, inpainting, and the
-# anomaly scores and metrics of the benchmark.
+# {doc}`03_finetuning` fine-tunes the base model with these training masks and prompts; then
+# {doc}`04_inference` follows one test image through the inference masks, and the
+# {doc}`../results` page collects the benchmark tables.
 #
 # ## Exercises
 #
