@@ -8,9 +8,10 @@ image of class c, scoring (``scoring.AnomalySD.intermediates`` + ``fuse``) runs
   plus the prototype mask: 86):
 
   - VAE encodes: ``n_masks + 1`` images (the image once, then one masked image per mask);
-  - U-Net evaluations: ``n_masks x ceil(lambda x steps)`` (each mask is a partial DDIM run from
-    T~ = lambda T down to 0; the number of steps left is rounded UP, as ``inpaint.start_timesteps``
-    does; diffusers' img2img/inpaint pipelines round DOWN with ``int(strength * steps)``);
+  - U-Net evaluations: ``n_masks x (floor(lambda x steps) + 1)`` (each mask is a partial DDIM run
+    from T~ = lambda T down to 0, the schedule's steps at or below lambda T, as
+    ``inpaint.start_timesteps`` keeps them; diffusers' img2img/inpaint pipelines keep
+    ``int(strength * steps)``, one fewer);
   - VAE decodes: ``n_masks``;
 
 * the perceptual distance D(x, x^) (eq 16-17): ``n_masks`` evaluations;
@@ -33,15 +34,17 @@ MVTEC_TEST_IMAGES = 1725  # MVTec-AD test set (METHOD.md)
 
 
 def unet_calls_per_mask(strength: float, steps: int) -> int:
-    """DDIM steps left after starting at T~ = lambda T: ``ceil(lambda * steps)``, in [1, steps].
+    """DDIM steps left after starting at T~ = lambda T: ``floor(lambda * steps) + 1``, in [1, steps].
 
-    The same rounding as ``inpaint.start_timesteps`` (checked by ``tests/test_cost.py``).
+    ``inpaint.unet_calls``, the count ``inpaint.start_timesteps`` keeps (checked by ``tests/test_cost.py``).
     """
+    from .inpaint import unet_calls
+
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"noise strength lambda must be in (0, 1], got {strength}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    return min(int(steps), max(1, math.ceil(strength * steps - 1e-9)))
+    return unet_calls(strength, steps)
 
 
 def diffusers_calls_per_mask(strength: float, steps: int) -> int:
@@ -68,7 +71,7 @@ class CallCounts:
 
 
 def calls_per_image(n_masks: int, strength: float, steps: int) -> CallCounts:
-    """U-Net ``n_masks * ceil(lambda * steps)``, encodes ``n_masks + 1``, decodes and distances ``n_masks``."""
+    """U-Net ``n_masks * (floor(lambda * steps) + 1)``, encodes ``n_masks + 1``, decodes and distances ``n_masks``."""
     if n_masks < 1:
         raise ValueError(f"n_masks must be >= 1, got {n_masks}")
     per = unet_calls_per_mask(strength, steps)

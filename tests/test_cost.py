@@ -18,20 +18,20 @@ def test_unet_calls_match_engine_timesteps():
             assert cost.unet_calls_per_mask(lam, steps) == len(start_timesteps(sched, steps, lam))
 
 
-def test_diffusers_rounding_differs_only_off_grid():
-    # where lambda * steps is an integer, ceil (ours) and int (diffusers) agree
-    for steps, lam in [(10, 0.4), (5, 0.4), (20, 0.4), (50, 0.4), (4, 0.5)]:
-        assert cost.unet_calls_per_mask(lam, steps) == cost.diffusers_calls_per_mask(lam, steps)
-    assert cost.unet_calls_per_mask(0.3, 5) == 2 and cost.diffusers_calls_per_mask(0.3, 5) == 1
+def test_we_start_at_lambda_T_one_step_above_diffusers():
+    # ours keeps the steps at or below lambda*T (floor + 1); diffusers keeps int(lambda*steps)
+    for steps, lam in [(10, 0.4), (5, 0.4), (20, 0.4), (50, 0.4), (4, 0.5), (5, 0.3)]:
+        assert cost.unet_calls_per_mask(lam, steps) == cost.diffusers_calls_per_mask(lam, steps) + 1
+    assert cost.unet_calls_per_mask(1.0, 10) == cost.diffusers_calls_per_mask(1.0, 10) == 10
 
 
 def test_paper_counts():
     c = cost.calls_per_image(cost.n_grid_masks((1, 2, 4, 8)) + 1, 0.4, 50)
-    assert c.n_masks == 86 and c.unet == 86 * 20 and c.vae_encode == 87
+    assert c.n_masks == 86 and c.unet == 86 * 21 and c.vae_encode == 87
     assert c.vae_decode == 86 and c.distance == 86
     costs = cost.CallCosts(unet=1.0, vae_encode=0.5, vae_decode=2.0, distance=0.25, fixed=3.0)
     b = cost.predict_breakdown(c, costs)
-    assert b["total"] == pytest.approx(1720 + 43.5 + 172 + 21.5 + 3)
+    assert b["total"] == pytest.approx(86 * 21 + 43.5 + 172 + 21.5 + 3)
     assert cost.project_dataset_hours(3600.0, 10) == pytest.approx(10.0)
     with pytest.raises(ValueError):
         cost.calls_per_image(0, 0.4, 10)
