@@ -1,6 +1,6 @@
 """Fine-tuning on the few-shot normals of all classes at once (Sec. 4.1, eq 7-10).
 
-* U-Net (eq 8): E||eps - eps_theta([z_t ; z_o ; m~], t, tau(y))||^2 with training masks drawn as
+* U-Net (eq 8): E||eps - eps_theta(unet_input(z_t, z_o, m~), t, tau(y))||^2 with training masks drawn as
   rectangles whose IoU with the foreground exceeds gamma ~ U{0, 0.2, 0.5} (or unfiltered, the
   "random" variant of Table 4) and prompts y drawn from the class's hierarchical set T_c (or the
   "simple"/"none" variants).
@@ -86,7 +86,7 @@ class ShotSet:
 
 def inpainting_loss(comp, unet, x: torch.Tensor, m: torch.Tensor, ctx: torch.Tensor, noise_sched,
                     gen: torch.Generator) -> torch.Tensor:
-    """Eq (8): E || eps - eps_theta([z_t ; z_o ; m~], t, tau(y)) ||^2 for a batch.
+    """Eq (8): E || eps - eps_theta(unet_input(z_t, z_o, m~), t, tau(y)) ||^2 for a batch.
 
     x: (B,3,H,W) in [0, 1]; m: (B,1,H,W) training masks; ctx: (B,L,d) prompt states; ``gen`` draws
     the noise and the timesteps (uniform over the training schedule). Shared by ``pretrain``.

@@ -6,7 +6,8 @@ For a test image x and masks M_1..M_N (the 85 multi-scale grid masks plus the pr
    one noise draw per image, shared by all its masks, so that the masks differ only in what they
    hide (and the result is deterministic for a seed);
 2. the masked-image latents z_o = E((1 - M) x) and the masks m~ downsampled to latent size;
-3. DDIM from T~ to 0 on [z_t ; z_o ; m~] (eq 11) with the class's averaged prompt embedding;
+3. DDIM from T~ to 0 on the 9 channels of z_t, m~ and z_o (eq 11) with the class's averaged prompt
+   embedding;
 4. decode every result: x^_1..x^_N.
 
 Steps 2-4 run over chunks of masks; the chunk size adapts to memory (halved on out-of-memory).
@@ -34,10 +35,16 @@ def latent_mask(m: torch.Tensor, latent_hw) -> torch.Tensor:
 
 
 def unet_input(zt: torch.Tensor, zo: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """[z_t ; z_o ; m~] on channels (eq 7 and 11): 4 + 4 + 1 = 9 channels."""
+    """The 9-channel U-Net input of eq (7) and (11): 4 + 1 + 4 channels.
+
+    The paper writes [z_t ; z_o ; m~]; the SD inpainting checkpoints (and diffusers'
+    ``StableDiffusionInpaintPipeline``) expect the channels in the order [z_t ; m~ ; z_o], which
+    we use so that real SD-inpainting weights work in the paper profile. The order is a fixed
+    relabelling of the first convolution's input channels; it changes nothing else.
+    """
     if m.shape[-2:] != zt.shape[-2:]:
         m = latent_mask(m, tuple(zt.shape[-2:]))
-    return torch.cat([zt, zo, m.to(zt.dtype)], dim=1)
+    return torch.cat([zt, m.to(zt.dtype), zo], dim=1)
 
 
 def start_timesteps(scheduler, steps: int, strength: float) -> torch.Tensor:
@@ -101,7 +108,7 @@ def inpaint(comp: Components, x: torch.Tensor, masks: torch.Tensor, context: tor
         z = z_start.expand(hi - lo, -1, -1, -1).clone()
         c = ctx.expand(hi - lo, -1, -1)
         for t in timesteps:
-            eps = comp.unet(torch.cat([z, zo, ml], 1), t.to(dev), encoder_hidden_states=c).sample
+            eps = comp.unet(unet_input(z, zo, ml), t.to(dev), encoder_hidden_states=c).sample
             z = comp.scheduler.step(eps, t, z, eta=0.0).prev_sample
         return comp.decode(z)
 

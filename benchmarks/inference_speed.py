@@ -2,7 +2,8 @@
 """Inference speed of AnomalySD scoring: our batched engine against the naive per-mask pipeline.
 
 AnomalySD inpaints every test image under 86 masks (85 multi-scale grid masks + the prototype
-mask), each a partial DDIM run of ceil(lambda x steps) U-Net evaluations (eq 11). This script
+mask), each a partial DDIM run from T~ = lambda T: floor(lambda x steps) + 1 U-Net evaluations
+(eq 11; ``inpaint.unet_calls``). This script
 measures, on the same images in the same run:
 
 (a) our engine: ``scoring.AnomalySD.intermediates`` + ``fuse`` with ``inpaint.inpaint`` (all masks
@@ -26,8 +27,10 @@ Two facts about the naive pipeline that the comparison has to handle (both print
   this project's models take [z_t ; z_o ; m~] (eq 7, ``inpaint.unet_input``). The pipeline gets a
   copy of our U-Net whose ``conv_in`` input channels are permuted accordingly: exactly the same
   function of the same inputs.
-* diffusers keeps int(strength x steps) timesteps, our engine ceil(lambda x steps): the defaults
-  (10 steps, lambda 0.4: 4 U-Net calls per mask) are chosen where the two agree.
+* diffusers keeps int(strength x steps) timesteps and so starts one step below lambda T; our
+  engine keeps floor(lambda x steps) + 1 and starts at lambda T. The pipeline is therefore called
+  with strength = (floor(lambda x steps) + 1) / steps (0.5 for 10 steps at lambda 0.4), which
+  gives it exactly our timesteps (checked: same count, same first timestep).
 
 Usage::
 
@@ -44,10 +47,8 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import math
 import os
 import platform
-import resource
 import sys
 import threading
 import time
@@ -78,10 +79,23 @@ def log(*a):
 # Measuring: wall time and peak memory
 # ---------------------------------------------------------------------------------------------
 
+def _trim_heap():
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``), so RSS tracks live memory."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """Peak memory of a block above its start. CUDA: ``torch.cuda.max_memory_allocated``. CPU: the
-    process's resident set size sampled every ``interval`` s in a thread (psutil), since torch's
-    CPU allocator is invisible to tracemalloc and ``ru_maxrss`` only ever rises."""
+    process's resident set size sampled every ``interval`` s in a thread (psutil), after returning
+    freed heap pages to the OS; torch's CPU allocations are invisible to tracemalloc and
+    ``ru_maxrss`` only ever rises. CPU figures are approximate (a few MiB)."""
 
     def __init__(self, device, interval: float = 0.002):
         self.device, self.interval, self.mib = torch.device(device), interval, float("nan")
@@ -94,6 +108,7 @@ class PeakMemory:
         else:
             import psutil
 
+            _trim_heap()
             self.proc = psutil.Process()
             self.base = self.peak = self.proc.memory_info().rss
             self.stop = threading.Event()
@@ -137,16 +152,28 @@ def timed(fn, device, mem: bool = False):
 # (b) the naive engine: one StableDiffusionInpaintPipeline call per mask
 # ---------------------------------------------------------------------------------------------
 
+def pipeline_strength(strength: float, steps: int) -> float:
+    """The ``strength`` that makes diffusers keep our timesteps (``inpaint.start_timesteps``).
+
+    diffusers keeps the last int(strength x steps) of the schedule's timesteps; we keep the last
+    floor(lambda x steps) + 1 (those at or below lambda T). A tiny margin guards int() against
+    rounding (e.g. 0.45 x 20 = 9.000000000000002 is fine, 0.3 x 10 = 2.9999999999999996 is not).
+    """
+    n = cost_mod.unet_calls_per_mask(strength, steps)
+    s = min(1.0, (n + 1e-6) / steps)
+    if cost_mod.diffusers_calls_per_mask(s, steps) != n:
+        raise ValueError(f"no pipeline strength gives {n} of {steps} timesteps")
+    return s
+
+
 # pipeline channel j of [z_t(4) ; mask(1) ; z_o(4)] is our channel PERM[j] of [z_t ; z_o ; m~]
 PERM = [0, 1, 2, 3, 8, 4, 5, 6, 7]
 
 
 def pipeline_unet(unet):
-    """A copy of ``unet`` that takes diffusers' [z_t ; mask ; z_o] order (conv_in permuted)."""
-    u = copy.deepcopy(unet)
-    with torch.no_grad():
-        u.conv_in.weight.copy_(unet.conv_in.weight[:, PERM])
-    return u
+    """The U-Net for the pipeline: our engine already feeds diffusers' [z_t ; mask ; z_o] order
+    (``inpaint.unet_input``), so it is the same module."""
+    return unet
 
 
 def build_pipeline(comp):
@@ -172,12 +199,16 @@ class NaiveEngine:
     def __init__(self, comp, matched: bool = False):
         self.comp, self.pipe, self.matched = comp, build_pipeline(comp), matched
         self.unet_batches: list[int] = []
-        self.pipe.unet.register_forward_pre_hook(lambda m, a: self.unet_batches.append(int(a[0].shape[0])))
+        self.unet_timesteps: list[int] = []
+
+        def hook(m, a):
+            self.unet_batches.append(int(a[0].shape[0]))
+            self.unet_timesteps.append(int(a[1]))
+
+        self.pipe.unet.register_forward_pre_hook(hook)
 
     def __call__(self, comp, x, masks, context, strength, steps, seed=0, batch=0, progress=False):
-        if cost_mod.unet_calls_per_mask(strength, steps) != cost_mod.diffusers_calls_per_mask(strength, steps):
-            raise ValueError(f"lambda={strength}, steps={steps}: diffusers keeps int(lambda*steps) "
-                             f"timesteps, our engine ceil(lambda*steps); choose values where they agree")
+        strength = pipeline_strength(strength, steps)
         dev = comp.device
         x = x.to(dev, torch.float32)
         outs = []
@@ -230,7 +261,7 @@ def load_everything(args):
     from anomalysd_core.models import load_components, new_mini_components
 
     over = dict(device=args.device, num_inference_steps=args.steps, noise_strength=args.strength,
-                infer_batch=args.batch)
+                infer_batch=args.batch, grid_scales=args.scales)
     if args.classes:
         over["classes"] = args.classes
     native = get_config(args.profile).image_size
@@ -289,33 +320,46 @@ def head_to_head(cfg, comp, det, items, args):
     with engine(det, naive, distance_chunk=1):
         score(det, img0, c0, cfg.seed)
     naive.unet_batches.clear()
+    naive.unet_timesteps.clear()
     res = {"a": [], "b": []}
     t = {"a": 0.0, "b": 0.0}
     mem = {"a": 0.0, "b": 0.0}
     stage = {"a": {}, "b": {}}
-    log(f"  {'image':34s} {'(a) s':>7s} {'(b) s':>7s} {'score a':>9s} {'score b':>9s}")
+    log(f"  {'image':34s} {'(a) s':>7s} {'(b) s':>7s} {'score a':>9s} {'score b':>9s}   (b)/(a)")
+    ratios = []
     for cls, s, img, gt in items:
         line = []
         for key in ("a", "b"):
-            ctx = contextlib.nullcontext() if key == "a" else engine(det, naive, distance_chunk=1)
-            mods = cost_mod.engine_modules(comp) if key == "a" else {
-                "unet": naive.pipe.unet, "vae_encode": comp.vae.encoder, "vae_decode": comp.vae.decoder}
-            with ctx, cost_mod.StageTimer(mods) as st:
-                (inter, sm), dt, mib = timed(lambda: score(det, img, cls, cfg.seed), dev, mem=True)
-            for k, v in st.seconds.items():
+            best = None
+            for _ in range(max(1, args.repeats)):  # best of repeats: the CPU is shared with other jobs
+                ctx = contextlib.nullcontext() if key == "a" else engine(det, naive, distance_chunk=1)
+                mods = cost_mod.engine_modules(comp) if key == "a" else {
+                    "unet": naive.pipe.unet, "vae_encode": comp.vae.encoder, "vae_decode": comp.vae.decoder}
+                with ctx, cost_mod.StageTimer(mods) as st:
+                    (inter, sm), dt, mib = timed(lambda: score(det, img, cls, cfg.seed), dev, mem=True)
+                if best is None or dt < best[0]:
+                    best = (dt, mib, dict(st.seconds), sm)
+            dt, mib, secs, sm = best
+            for k, v in secs.items():
                 stage[key][k] = stage[key].get(k, 0.0) + v
             t[key] += dt
             mem[key] = max(mem[key], mib)
             res[key].append((cls, s.label, gt, sm.score, sm.S_map))
             line.append((dt, sm.score))
-        log(f"  {s.relpath[:34]:34s} {line[0][0]:7.2f} {line[1][0]:7.2f} {line[0][1]:9.4g} {line[1][1]:9.4g}")
+        ratios.append(line[1][0] / line[0][0])
+        log(f"  {s.relpath[:34]:34s} {line[0][0]:7.2f} {line[1][0]:7.2f} {line[0][1]:9.4g} {line[1][1]:9.4g}"
+            f"   x{ratios[-1]:.1f}")
     n = len(items)
     per_mask = cost_mod.unet_calls_per_mask(cfg.noise_strength, cfg.num_inference_steps)
     n_masks = det.grid.shape[0] + 1
     assert set(naive.unet_batches) == {1}, naive.unet_batches
-    assert len(naive.unet_batches) == n * n_masks * per_mask, (len(naive.unet_batches), n, n_masks, per_mask)
+    reps = max(1, args.repeats)
+    ours = [int(t) for t in start_timesteps(comp.scheduler, cfg.num_inference_steps, cfg.noise_strength)]
+    assert naive.unet_timesteps[:per_mask] == ours, (naive.unet_timesteps[:per_mask], ours)
+    assert len(naive.unet_batches) == reps * n * n_masks * per_mask, (len(naive.unet_batches), n, n_masks, per_mask)
     log(f"  naive pipeline: {len(naive.unet_batches)} U-Net calls, all of batch 1 "
-        f"(= {n} images x {n_masks} masks x {per_mask}): guidance_scale=1.0 runs no classifier-free guidance")
+        f"(= {reps} repeats x {n} images x {n_masks} masks x {per_mask}): guidance_scale=1.0 runs no "
+        f"classifier-free guidance; timesteps {naive.unet_timesteps[:per_mask]} = ours")
 
     def metrics(rows):
         out = {}
@@ -334,7 +378,8 @@ def head_to_head(cfg, comp, det, items, args):
         res_seed.append((cls, s.label, gt, sm.score, sm.S_map))
     ms = metrics(res_seed)
     out = dict(n_images=n, n_masks=n_masks, unet_calls_per_mask=per_mask, t_a=t["a"], t_b=t["b"],
-               mem_a=mem["a"], mem_b=mem["b"], stage_a=stage["a"], stage_b=stage["b"], ma=ma, mb=mb, ms=ms)
+               mem_a=mem["a"], mem_b=mem["b"], stage_a=stage["a"], stage_b=stage["b"], ma=ma, mb=mb, ms=ms,
+               median_ratio=float(np.median(ratios)))
     return out
 
 
@@ -552,6 +597,22 @@ def ablation(cfg, comp, det, items, args):
             mems.append(mib)
         return float(np.min(ts)) * project, float(np.max(mems))
 
+    def pair(base_fn, var_fn, var_mode="inference", repeats=n_abl, setup=None, teardown=None, project=1.0):
+        """Baseline and variant measured alternately (best of ``repeats`` each): the CPU is shared,
+        and its load drifts, so the two are timed under the same conditions."""
+        bt, bm, vt, vm = [], [], [], []
+        for r in range(repeats):
+            b = measure(base_fn, repeats=1)
+            if setup:
+                setup()
+            try:
+                v = measure(var_fn, var_mode, repeats=1, project=project)
+            finally:
+                if teardown:
+                    teardown()
+            bt.append(b[0]), bm.append(b[1]), vt.append(v[0]), vm.append(v[1])
+        return (min(bt), max(bm)), (min(vt), max(vm))
+
     n_m = masks.shape[0]
     ref = inpaint(comp, x, masks, ctx, lam, steps, seed=cfg.seed, batch=86)
     with torch.inference_mode():
@@ -562,77 +623,84 @@ def ablation(cfg, comp, det, items, args):
     def row(factor, base_name, base, var_name, var, note=""):
         rows.append({"factor": factor, "baseline": base_name, "baseline_s_per_image": base[0],
                      "baseline_peak_mib": base[1], "variant": var_name, "variant_s_per_image": var[0],
-                     "variant_peak_mib": var[1], "speedup_of_baseline": var[0] / base[0], "note": note})
-        log(f"  {factor:34s} {base_name:26s} {base[0]:7.2f} s {base[1]:6.0f} MiB | {var_name:28s} "
-            f"{var[0]:7.2f} s {var[1]:6.0f} MiB | x{var[0] / base[0]:5.2f} {note}")
+                     "variant_peak_mib": var[1], "variant_time_over_baseline": var[0] / base[0], "note": note})
+        log(f"  {factor:28s} {base_name:26s} {base[0]:7.2f} s {base[1]:6.0f} MiB | {var_name:33s} "
+            f"{var[0]:7.2f} s {var[1]:6.0f} MiB | time x{var[0] / base[0]:5.2f} {note}")
 
     E = lambda **kw: (lambda: engine_variant(comp, x, masks, ctx, lam, steps, cfg.seed, **kw))  # noqa: E731
-    b86 = measure(E(batch=86))
-    b1 = measure(E(batch=1), repeats=1)
-    row("batching", f"{n_m} masks per U-Net batch", b86, "1 mask per U-Net batch", b1)
+    b86 = E(batch=86)
+    base, var = pair(b86, E(batch=1))
+    row("batching", f"{n_m} masks per U-Net batch", base, "1 mask per U-Net batch", var)
+    base, var = pair(b86, E(batch=8))
+    row("batching", f"{n_m} masks per U-Net batch", base, "8 masks per U-Net batch", var)
     prep = lambda: comp.text.average(prompts)  # noqa: E731
-    once1 = b1
-    per1 = measure(E(batch=1, per_mask_prep=prep), repeats=1)
-    row("z=E(x), text embedding once", "once per image (batch 1)", once1, "per mask (batch 1)", per1,
+    base, var = pair(E(batch=1), E(batch=1, per_mask_prep=prep), repeats=1)
+    row("z=E(x), text embedding once", "once per image (batch 1)", base, "per mask (batch 1)", var,
         f"{len(prompts)} prompts averaged")
-    per86 = measure(E(batch=86, per_mask_prep=prep))
-    row("z=E(x), text embedding once", "once per image (batch 86)", b86, "per mask (batch 86)", per86)
-    ng = measure(E(batch=86), mode="no_grad")
-    row("torch.inference_mode", "inference_mode", b86, "no_grad", ng)
-    comp.unet.requires_grad_(True)
-    comp.vae.requires_grad_(True)
-    try:
-        gr = measure(E(batch=86), mode="grad", repeats=1)
-    finally:
+    base, var = pair(b86, E(batch=86, per_mask_prep=prep))
+    row("z=E(x), text embedding once", "once per image (batch 86)", base, "per mask (batch 86)", var)
+    base, var = pair(b86, b86, var_mode="no_grad")
+    row("torch.inference_mode", "inference_mode", base, "no_grad", var)
+
+    def grad_on():
+        comp.unet.requires_grad_(True)
+        comp.vae.requires_grad_(True)
+
+    def grad_off():
         comp.unet.requires_grad_(False)
         comp.vae.requires_grad_(False)
-    row("torch.inference_mode", "inference_mode", b86, "autograd on, weights require grad", gr)
-    set_attention(comp, "classic")
-    try:
-        classic = measure(E(batch=86))
-    finally:
-        set_attention(comp, "sdpa")
-    row("SDPA attention", "AttnProcessor2_0 (SDPA)", b86, "AttnProcessor (classic)", classic)
-    comp.unet.to(memory_format=torch.channels_last)
-    comp.vae.to(memory_format=torch.channels_last)
-    try:
-        cl = measure(E(batch=86, channels_last=True))
-    finally:
+
+    base, var = pair(b86, b86, var_mode="grad", repeats=1, setup=grad_on, teardown=grad_off)
+    row("torch.inference_mode", "inference_mode", base, "autograd on, weights require grad", var)
+    base, var = pair(b86, b86, setup=lambda: set_attention(comp, "classic"),
+                     teardown=lambda: set_attention(comp, "sdpa"))
+    row("SDPA attention", "AttnProcessor2_0 (SDPA)", base, "AttnProcessor (classic)", var)
+
+    def cl_on():
+        comp.unet.to(memory_format=torch.channels_last)
+        comp.vae.to(memory_format=torch.channels_last)
+
+    def cl_off():
         comp.unet.to(memory_format=torch.contiguous_format)
         comp.vae.to(memory_format=torch.contiguous_format)
-    row("channels_last", "NCHW contiguous", b86, "channels_last", cl)
+
+    base, var = pair(b86, E(batch=86, channels_last=True), setup=cl_on, teardown=cl_off)
+    row("channels_last", "NCHW contiguous", base, "channels_last", var)
     for dt_name in ("bfloat16", "float16"):
         dt = getattr(torch, dt_name)
         note = ""
+
+        def to(d):
+            comp.unet.to(d)
+            comp.vae.to(d)
+            comp.dtype = d
+
         try:
-            comp.unet.to(dt)
-            comp.vae.to(dt)
-            comp.dtype = dt
-            # time a few masks first; project to 86 when the full run would take too long
+            to(dt)
             few = masks[:4]
             with torch.inference_mode():
                 t4 = timed(lambda: engine_variant(comp, x, few, ctx, lam, steps, cfg.seed, batch=4), dev)[1]
-            if t4 * 86 / 4 > 4 * b86[0] + 30:
-                res = measure(lambda: engine_variant(comp, x, masks[:8], ctx, lam, steps, cfg.seed, batch=8),
-                              repeats=1, project=86 / 8)
-                note = "timed on 8 masks, x86/8"
-            else:
-                res = measure(E(batch=86), repeats=1)
-            with torch.inference_mode():
                 out = engine_variant(comp, x, masks[:8], ctx, lam, steps, cfg.seed, batch=8)
-            note += f"; max |x^ - x^_fp32| on 8 masks {float((out.float() - ref[:8]).abs().max()):.3f}"
+            to(torch.float32)
+            note = f"max |x^ - x^_fp32| on 8 masks {float((out.float() - ref[:8]).abs().max()):.3f}"
+            if t4 * n_m / 4 > 60:  # too slow to run all masks: 8 masks, scaled
+                base, var = pair(lambda: engine_variant(comp, x, masks[:8], ctx, lam, steps, cfg.seed, batch=8),
+                                 lambda: engine_variant(comp, x, masks[:8], ctx, lam, steps, cfg.seed, batch=8),
+                                 repeats=1, setup=lambda: to(dt), teardown=lambda: to(torch.float32))
+                base, var = (base[0] * n_m / 8, base[1]), (var[0] * n_m / 8, var[1])
+                note = f"timed on 8 masks, x{n_m}/8; " + note
+            else:
+                base, var = pair(b86, b86, repeats=1, setup=lambda: to(dt), teardown=lambda: to(torch.float32))
         except Exception as e:  # noqa: BLE001 - report, whatever the backend says
-            res, note = (float("nan"), float("nan")), f"does not run: {type(e).__name__}: {str(e)[:80]}"
-        finally:
-            comp.unet.to(torch.float32)
-            comp.vae.to(torch.float32)
-            comp.dtype = torch.float32
-        row(f"{dt_name} (CPU)" if dev.type == "cpu" else dt_name, "float32", b86, dt_name, res, note.strip("; "))
-    ind = measure(E(batch=86, shared_noise=False))
+            to(torch.float32)
+            base, var, note = (float("nan"), float("nan")), (float("nan"), float("nan")), \
+                f"does not run: {type(e).__name__}: {str(e)[:80]}"
+        row(f"{dt_name} (CPU)" if dev.type == "cpu" else dt_name, "float32", base, dt_name, var, note)
+    base, var = pair(b86, E(batch=86, shared_noise=False))
     with torch.inference_mode():
         xi = engine_variant(comp, x, masks, ctx, lam, steps, cfg.seed, 86, shared_noise=False)
-    row("shared noise", "one noise draw per image", b86, "one noise draw per mask", ind,
-        f"speed unchanged; mean |x^ change| {float((xi - ref).abs().mean()):.3f}")
+    row("shared noise", "one noise draw per image", base, "one noise draw per mask", var,
+        f"mean |x^ change| {float((xi - ref).abs().mean()):.3f}")
     return pd.DataFrame(rows)
 
 
@@ -671,10 +739,10 @@ def paper_size(args):
     from anomalysd_core.masks import grid_masks
 
     masks = grid_masks(PAPER_SIZE, (2,))[0][:2].float()  # 2 masks
-    steps, lam = 5, 0.4  # ceil(0.4 x 5) = 2 U-Net calls per mask
+    steps, lam = 5, 0.2  # floor(0.2 x 5) + 1 = 2 U-Net calls per mask
     with cost_mod.StageTimer(cost_mod.engine_modules(comp)) as st:
         _, t_eng, mib = timed(lambda: inpaint(comp, x, masks, ctx, lam, steps, batch=2), "cpu", mem=True)
-    per = st.per_item()
+    per_item = st.per_item()
     dist = build_distance("lpips_alex", pretrained=False)
     xh = torch.rand(2, 3, PAPER_SIZE, PAPER_SIZE)
     with torch.inference_mode():
@@ -683,17 +751,18 @@ def paper_size(args):
         bb = build_backbone("efficientnet_b6", pretrained=False)
         bb.psi(x)
         t_psi = timed(lambda: bb.psi(x), "cpu")[1]
-    costs = cost_mod.CallCosts(unet=per["unet"], vae_encode=per["vae_encode"], vae_decode=per["vae_decode"],
+    costs = cost_mod.CallCosts(unet=per_item["unet"], vae_encode=per_item["vae_encode"], vae_decode=per_item["vae_decode"],
                                distance=t_dist, fixed=t_psi, batch=2, image_size=PAPER_SIZE,
                                note="random weights, CPU")
     counts = cost_mod.calls_per_image(PAPER_MASKS, PAPER_LAMBDA, PAPER_STEPS)
     pred = cost_mod.predict_breakdown(counts, costs)
     hours = cost_mod.project_dataset_hours(pred["total"])
-    log(f"  measured on this CPU (2 masks, {steps} steps x lambda {lam} = 2 U-Net calls each, batch 2, "
-        f"{t_eng:.0f} s, peak +{mib:.0f} MiB): U-Net {per['unet']:.2f} s/item, VAE encode "
-        f"{per['vae_encode']:.2f} s/image, decode {per['vae_decode']:.2f} s/image, LPIPS-Alex {t_dist:.2f} s/pair, "
+    log(f"  measured on this CPU (2 masks, {steps} steps at lambda {lam} = 2 U-Net calls each, batch 2, "
+        f"{t_eng:.0f} s, peak +{mib:.0f} MiB): U-Net {per_item['unet']:.2f} s/item, VAE encode "
+        f"{per_item['vae_encode']:.2f} s/image, decode {per_item['vae_decode']:.2f} s/image, LPIPS-Alex {t_dist:.2f} s/pair, "
         f"EfficientNet-B6 psi {t_psi:.2f} s/image")
-    log(f"  projected paper setting (86 masks x ceil(0.4 x 50) = 20 U-Net calls = {counts.unet} U-Net items, "
+    per = cost_mod.unet_calls_per_mask(PAPER_LAMBDA, PAPER_STEPS)
+    log(f"  projected paper setting (86 masks x (floor(0.4 x 50) + 1) = {per} U-Net calls = {counts.unet} U-Net items, "
         f"{counts.vae_encode} encodes, {counts.vae_decode} decodes, 512 px): {pred['total']:.0f} s/image on this CPU "
         f"(U-Net {pred['unet']:.0f} s, VAE {pred['vae_encode'] + pred['vae_decode']:.0f} s, "
         f"distance {pred['distance']:.0f} s, prototype features {pred['fixed']:.0f} s)")
@@ -720,21 +789,28 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=None, help="image size (default: the profile's)")
     ap.add_argument("--data-root", default=None, help="benchmark data folder (default: the profile's)")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--scales", default="1,2,4,8", help="grid scales K (default the paper's: 85 masks)")
+    ap.add_argument("--repeats", type=int, default=2, help="(a) vs (b): best of this many runs per image")
     ap.add_argument("--strength", type=float, default=0.4)
     ap.add_argument("--batch", type=int, default=86, help="masks per U-Net batch of our engine")
     ap.add_argument("--quick", action="store_true", help="4 images, no tables, no CSV (a smoke run)")
     ap.add_argument("--paper-size", action="store_true", help="also time SD-1.5-size random-weight models")
     ap.add_argument("--paper-size-only", action="store_true")
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--no-h2h", action="store_true", help="skip (a) vs (b) (run only the tables)")
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--no-check", action="store_true", help="skip the matched-input equivalence check")
     ap.add_argument("--scale-images", type=int, default=2, help="images per scaling-table row")
     ap.add_argument("--ablation-repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (default: torch's); 1 is steadier when other jobs share the cores")
     ap.add_argument("--random-model", action="store_true", help="random mini weights even if the base model exists")
     ap.add_argument("--out", default=None, help="CSV folder (default results/<profile>; none with --quick)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
-        args.images, args.no_scaling, args.no_ablation, args.no_check = 4, True, True, True
+        args.images, args.no_scaling, args.no_ablation, args.no_check, args.repeats = 4, True, True, True, 1
     out = Path(args.out) if args.out else (None if args.quick else REPO / "results" / args.profile)
     from anomalysd_core.config import get_config
 
@@ -760,57 +836,60 @@ def main(argv=None):
     log(f"   model: {model}")
     log(f"   profile {cfg.profile}, {cfg.image_size} px, {det.grid.shape[0]} grid masks + prototype mask, "
         f"{cfg.num_inference_steps} DDIM steps x lambda {cfg.noise_strength} -> {per_mask} U-Net calls per mask "
-        f"(diffusers' int() gives {cost_mod.diffusers_calls_per_mask(cfg.noise_strength, cfg.num_inference_steps)}: "
-        f"the same), engine batch {cfg.infer_batch}, {cfg.shots}-shot prototype banks, base model (not fine-tuned: "
+        f"(the pipeline gets strength {pipeline_strength(cfg.noise_strength, cfg.num_inference_steps):.3f}: the "
+        f"same timesteps), engine batch {cfg.infer_batch}, {cfg.shots}-shot prototype banks, base model (not fine-tuned: "
         f"fine-tuning changes no cost)")
     log(f"   images: {len(items)} ({', '.join(f'{c}: {sum(1 for i in items if i[0] == c)}' for c in classes)}; "
         f"half normal, half anomalous)")
 
-    log("\n== (1) our batched engine (a) vs one StableDiffusionInpaintPipeline call per mask (b)")
-    log("   the pipeline gets a copy of our U-Net with conv_in permuted: diffusers feeds [z_t; mask; z_o], "
-        "our models take [z_t; z_o; m~] (eq 7)")
-    h = head_to_head(cfg, comp, det, items, args)
-    chk = None
-    if not args.no_check:
-        chk = matched_check(cfg, comp, det, items)
-        log(f"   equivalence: pipeline fed our latents (posterior mean z, z_o) and seed -> max |x^_a - x^_b| "
-            f"= {chk['matched_max']:.1e} over the grid masks, {chk['matched_proto']:.1e} on the prototype mask "
-            f"(diffusers downsamples masks by nearest, ours by max-pooling); the plain pipeline call samples "
-            f"E(x) and draws its noise after that sample: mean |x^_a - x^_b| = {chk['plain_mean']:.3f}")
+    h = None
+    if not args.no_h2h:
+        log("\n== (1) our batched engine (a) vs one StableDiffusionInpaintPipeline call per mask (b)")
+        log("   the pipeline gets a copy of our U-Net with conv_in permuted: diffusers feeds [z_t; mask; z_o], "
+            "our models take [z_t; z_o; m~] (eq 7)")
+        h = head_to_head(cfg, comp, det, items, args)
+        chk = None
+        if not args.no_check:
+            chk = matched_check(cfg, comp, det, items)
+            log(f"   equivalence: pipeline fed our latents (posterior mean z, z_o) and seed -> max |x^_a - x^_b| "
+                f"= {chk['matched_max']:.1e} over the grid masks, {chk['matched_proto']:.1e} on the prototype mask "
+                f"(diffusers downsamples masks by nearest, ours by max-pooling); the plain pipeline call samples "
+                f"E(x) and draws its noise after that sample: mean |x^_a - x^_b| = {chk['plain_mean']:.3f}")
 
-    n = h["n_images"]
-    ips_a, ips_b = n / h["t_a"], n / h["t_b"]
-    ratio = h["t_b"] / h["t_a"]
-    inp_a = sum(h["stage_a"].values())
-    inp_b = sum(h["stage_b"].values())
-    rows = []
-    for c in list(h["ma"]):
-        rows.append({"class": c, "i_auroc_a": h["ma"][c][0], "i_auroc_b": h["mb"][c][0],
-                     "p_auroc_a": h["ma"][c][1], "p_auroc_b": h["mb"][c][1],
-                     "i_auroc_a_seed+1": h["ms"][c][0], "p_auroc_a_seed+1": h["ms"][c][1]})
-    auc = pd.DataFrame(rows)
-    log("\n   AUROC (%), maps fused by scoring.fuse from each engine's inpaintings "
-        "(a_seed+1: our engine with the next noise seed, for scale):")
-    with pd.option_context("display.float_format", lambda v: f"{100 * v:.1f}", "display.width", 160):
-        log(auc.to_string(index=False))
-    d_i = 100 * (h["ma"]["mean"][0] - h["mb"]["mean"][0])
-    d_p = 100 * (h["ma"]["mean"][1] - h["mb"]["mean"][1])
-    d_i_seed = 100 * (h["ma"]["mean"][0] - h["ms"]["mean"][0])
-    d_p_seed = 100 * (h["ma"]["mean"][1] - h["ms"]["mean"][1])
-    speed = pd.DataFrame([{
-        "profile": cfg.profile, "model": "pretrained" if model.startswith("pretrained") else "random",
-        "image_size": cfg.image_size, "n_images": n, "n_masks": h["n_masks"], "steps": cfg.num_inference_steps,
-        "strength": cfg.noise_strength, "unet_calls_per_mask": per_mask, "engine_batch": cfg.infer_batch,
-        "threads": torch.get_num_threads(), "device": str(comp.device),
-        "s_per_image_a": h["t_a"] / n, "s_per_image_b": h["t_b"] / n, "images_per_s_a": ips_a,
-        "images_per_s_b": ips_b, "speedup": ratio, "inpaint_modules_s_per_image_a": inp_a / n,
-        "inpaint_modules_s_per_image_b": inp_b / n, "peak_mem_mib_a": h["mem_a"], "peak_mem_mib_b": h["mem_b"],
-        "i_auroc_a": h["ma"]["mean"][0], "i_auroc_b": h["mb"]["mean"][0], "p_auroc_a": h["ma"]["mean"][1],
-        "p_auroc_b": h["mb"]["mean"][1], "i_auroc_a_seed1": h["ms"]["mean"][0], "p_auroc_a_seed1": h["ms"]["mean"][1],
-        **({} if chk is None else {"matched_max_abs_diff": chk["matched_max"], "plain_mean_abs_diff": chk["plain_mean"]}),
-    }])
-    save("bench_speed.csv", speed)
-    save("bench_auroc.csv", auc)
+        n = h["n_images"]
+        ips_a, ips_b = n / h["t_a"], n / h["t_b"]
+        ratio = h["t_b"] / h["t_a"]
+        inp_a = sum(h["stage_a"].values())
+        inp_b = sum(h["stage_b"].values())
+        rows = []
+        for c in list(h["ma"]):
+            rows.append({"class": c, "i_auroc_a": h["ma"][c][0], "i_auroc_b": h["mb"][c][0],
+                         "p_auroc_a": h["ma"][c][1], "p_auroc_b": h["mb"][c][1],
+                         "i_auroc_a_seed+1": h["ms"][c][0], "p_auroc_a_seed+1": h["ms"][c][1]})
+        auc = pd.DataFrame(rows)
+        log("\n   AUROC (%), maps fused by scoring.fuse from each engine's inpaintings "
+            "(a_seed+1: our engine with the next noise seed, for scale):")
+        with pd.option_context("display.float_format", lambda v: f"{100 * v:.1f}", "display.width", 160):
+            log(auc.to_string(index=False))
+        d_i = 100 * (h["ma"]["mean"][0] - h["mb"]["mean"][0])
+        d_p = 100 * (h["ma"]["mean"][1] - h["mb"]["mean"][1])
+        d_i_seed = 100 * (h["ma"]["mean"][0] - h["ms"]["mean"][0])
+        d_p_seed = 100 * (h["ma"]["mean"][1] - h["ms"]["mean"][1])
+        speed = pd.DataFrame([{
+            "profile": cfg.profile, "model": "pretrained" if model.startswith("pretrained") else "random",
+            "image_size": cfg.image_size, "n_images": n, "n_masks": h["n_masks"], "steps": cfg.num_inference_steps,
+            "strength": cfg.noise_strength, "unet_calls_per_mask": per_mask, "engine_batch": cfg.infer_batch,
+            "threads": torch.get_num_threads(), "device": str(comp.device),
+            "s_per_image_a": h["t_a"] / n, "s_per_image_b": h["t_b"] / n, "images_per_s_a": ips_a,
+            "images_per_s_b": ips_b, "speedup": ratio, "median_per_image_speedup": h["median_ratio"],
+            "repeats": max(1, args.repeats), "inpaint_modules_s_per_image_a": inp_a / n,
+            "inpaint_modules_s_per_image_b": inp_b / n, "peak_mem_mib_a": h["mem_a"], "peak_mem_mib_b": h["mem_b"],
+            "i_auroc_a": h["ma"]["mean"][0], "i_auroc_b": h["mb"]["mean"][0], "p_auroc_a": h["ma"]["mean"][1],
+            "p_auroc_b": h["mb"]["mean"][1], "i_auroc_a_seed1": h["ms"]["mean"][0], "p_auroc_a_seed1": h["ms"]["mean"][1],
+            **({} if chk is None else {"matched_max_abs_diff": chk["matched_max"], "plain_mean_abs_diff": chk["plain_mean"]}),
+        }])
+        save("bench_speed.csv", speed)
+        save("bench_auroc.csv", auc)
 
     if not args.no_scaling:
         log("\n== (2) scaling (full scoring per image: prototype mask + inpainting + distance + fusion) "
@@ -833,6 +912,8 @@ def main(argv=None):
         log("\n== (4) paper size (SD-1.5-inpainting-size UNet + VAE, random weights)")
         save("bench_paper_size.csv", paper_size(args))
 
+    if h is None:
+        return 0
     log("\n== summary")
     log(f"   model: {model}")
     log(f"   {n} images ({', '.join(classes)}), {cfg.image_size} px, {h['n_masks']} masks x {per_mask} U-Net calls, "
@@ -843,7 +924,7 @@ def main(argv=None):
         f"{inp_b / n:.2f} s), peak memory +{h['mem_b']:.0f} MiB")
     log(f"   AUROC (a) - (b): image {d_i:+.1f} points, pixel {d_p:+.2f} points "
         f"(our engine, seed 0 - seed 1: image {d_i_seed:+.1f}, pixel {d_p_seed:+.2f})")
-    log(f"   speed-up (a) over (b): {ratio:.1f}x")
+    log(f"   speed-up (a) over (b): {ratio:.1f}x (total time; median over images {h['median_ratio']:.1f}x)")
     return 0
 
 

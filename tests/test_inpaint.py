@@ -54,10 +54,11 @@ def test_unet_input_and_masked_image():
     mi = ip.masked_image(x, m)
     assert torch.all(mi[0, :, :8] == 0.5) and torch.equal(mi[0, :, 8:], x[0, :, 8:])
     assert torch.equal(mi[1], x[0])
-    z = torch.randn(2, 4, 2, 2)
-    u = ip.unet_input(z, z, m)
-    assert u.shape == (2, 9, 2, 2)  # 4 + 4 + 1 channels (eq 7)
-    assert torch.equal(u[0, 8], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+    zt, zo = torch.randn(2, 4, 2, 2), torch.randn(2, 4, 2, 2)
+    u = ip.unet_input(zt, zo, m)
+    assert u.shape == (2, 9, 2, 2)  # 4 + 1 + 4 channels (eq 7), SD-inpainting order
+    assert torch.equal(u[:, :4], zt) and torch.equal(u[:, 5:], zo)
+    assert torch.equal(u[0, 4], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
     # a latent cell is masked if any of its pixels is
     m2 = torch.zeros(1, 1, 16, 16)
     m2[0, 0, 0, 0] = 1
