@@ -708,7 +708,7 @@ def ablation(cfg, comp, det, items, args):
 # (4) paper size, random weights
 # ---------------------------------------------------------------------------------------------
 
-def paper_size(args):
+def paper_size(args, n_masks: int = 1):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     from anomalysd_core.features import build_backbone, build_distance
@@ -738,10 +738,10 @@ def paper_size(args):
     x = torch.rand(1, 3, PAPER_SIZE, PAPER_SIZE, generator=torch.Generator().manual_seed(1))
     from anomalysd_core.masks import grid_masks
 
-    masks = grid_masks(PAPER_SIZE, (2,))[0][:2].float()  # 2 masks
+    masks = grid_masks(PAPER_SIZE, (2,))[0][:n_masks].float()
     steps, lam = 5, 0.2  # floor(0.2 x 5) + 1 = 2 U-Net calls per mask
     with cost_mod.StageTimer(cost_mod.engine_modules(comp)) as st:
-        _, t_eng, mib = timed(lambda: inpaint(comp, x, masks, ctx, lam, steps, batch=2), "cpu", mem=True)
+        _, t_eng, mib = timed(lambda: inpaint(comp, x, masks, ctx, lam, steps, batch=n_masks), "cpu", mem=True)
     per_item = st.per_item()
     dist = build_distance("lpips_alex", pretrained=False)
     xh = torch.rand(2, 3, PAPER_SIZE, PAPER_SIZE)
@@ -757,7 +757,7 @@ def paper_size(args):
     counts = cost_mod.calls_per_image(PAPER_MASKS, PAPER_LAMBDA, PAPER_STEPS)
     pred = cost_mod.predict_breakdown(counts, costs)
     hours = cost_mod.project_dataset_hours(pred["total"])
-    log(f"  measured on this CPU (2 masks, {steps} steps at lambda {lam} = 2 U-Net calls each, batch 2, "
+    log(f"  measured on this CPU ({n_masks} mask(s), {steps} steps at lambda {lam} = 2 U-Net calls each, batch {n_masks}, "
         f"{t_eng:.0f} s, peak +{mib:.0f} MiB): U-Net {per_item['unet']:.2f} s/item, VAE encode "
         f"{per_item['vae_encode']:.2f} s/image, decode {per_item['vae_decode']:.2f} s/image, LPIPS-Alex {t_dist:.2f} s/pair, "
         f"EfficientNet-B6 psi {t_psi:.2f} s/image")
@@ -775,7 +775,7 @@ def paper_size(args):
                           "vae_decodes": counts.vae_decode, "mvtec_test_images": cost_mod.MVTEC_TEST_IMAGES,
                           "projected_cpu_hours": hours, "measured_engine_s_2masks": t_eng,
                           "unet_params_m": n_unet, "vae_params_m": n_vae, "threads": torch.get_num_threads(),
-                          "device": "cpu"}])
+                          "device": "cpu", "n_masks_timed": n_masks, "section_s": time.perf_counter() - t_start}])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -796,7 +796,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="4 images, no tables, no CSV (a smoke run)")
     ap.add_argument("--paper-size", action="store_true", help="also time SD-1.5-size random-weight models")
     ap.add_argument("--paper-size-only", action="store_true")
+    ap.add_argument("--paper-masks", type=int, default=1, help="masks timed at paper size (1 keeps it < 3 min)")
     ap.add_argument("--no-scaling", action="store_true")
+    ap.add_argument("--tag", default="", help="suffix for the CSV names, e.g. _2threads")
     ap.add_argument("--no-h2h", action="store_true", help="skip (a) vs (b) (run only the tables)")
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--no-check", action="store_true", help="skip the matched-input equivalence check")
@@ -815,7 +817,7 @@ def main(argv=None):
     from anomalysd_core.config import get_config
 
     native = get_config(args.profile).image_size
-    tag = f"_{args.size}px" if args.size and args.size != native else ""
+    tag = (f"_{args.size}px" if args.size and args.size != native else "") + args.tag
 
     def save(name, df):
         name = name.replace(".csv", f"{tag}.csv") if name != "bench_paper_size.csv" else name
@@ -829,7 +831,7 @@ def main(argv=None):
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs ({platform.machine()})")
     if args.paper_size_only:
         log("\n== paper size (SD-1.5-inpainting-size UNet + VAE, random weights)")
-        save("bench_paper_size.csv", paper_size(args))
+        save("bench_paper_size.csv", paper_size(args, args.paper_masks))
         return 0
     cfg, comp, det, ds, classes, shots, items, model = load_everything(args)
     per_mask = cost_mod.unet_calls_per_mask(cfg.noise_strength, cfg.num_inference_steps)
@@ -910,7 +912,7 @@ def main(argv=None):
         save("bench_ablation.csv", ab)
     if args.paper_size:
         log("\n== (4) paper size (SD-1.5-inpainting-size UNet + VAE, random weights)")
-        save("bench_paper_size.csv", paper_size(args))
+        save("bench_paper_size.csv", paper_size(args, args.paper_masks))
 
     if h is None:
         return 0
