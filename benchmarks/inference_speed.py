@@ -23,10 +23,10 @@ The speed-up ratio is printed LAST.
 
 Two facts about the naive pipeline that the comparison has to handle (both printed):
 
-* diffusers concatenates the U-Net input as [z_t ; mask ; z_o] (SD-inpainting checkpoints) while
-  this project's models take [z_t ; z_o ; m~] (eq 7, ``inpaint.unet_input``). The pipeline gets a
-  copy of our U-Net whose ``conv_in`` input channels are permuted accordingly: exactly the same
-  function of the same inputs.
+* diffusers concatenates the U-Net input as [z_t ; mask ; z_o] (SD-inpainting checkpoints). The
+  engine now does the same (``inpaint.unet_input``); should the order ever differ, the pipeline
+  gets a copy of our U-Net with ``conv_in``'s input channels permuted (``pipeline_unet``): the
+  same function of the same inputs.
 * diffusers keeps int(strength x steps) timesteps and so starts one step below lambda T; our
   engine keeps floor(lambda x steps) + 1 and starts at lambda T. The pipeline is therefore called
   with strength = (floor(lambda x steps) + 1) / steps (0.5 for 10 steps at lambda 0.4), which
@@ -66,7 +66,7 @@ import torch  # noqa: E402
 
 from anomalysd_core import cost as cost_mod  # noqa: E402
 from anomalysd_core import scoring  # noqa: E402
-from anomalysd_core.inpaint import inpaint, latent_mask, masked_image, start_timesteps  # noqa: E402
+from anomalysd_core.inpaint import inpaint, latent_mask, masked_image, start_timesteps, unet_input  # noqa: E402
 
 PAPER_MASKS, PAPER_STEPS, PAPER_LAMBDA, PAPER_SIZE = 86, 50, 0.4, 512
 
@@ -166,14 +166,31 @@ def pipeline_strength(strength: float, steps: int) -> float:
     return s
 
 
-# pipeline channel j of [z_t(4) ; mask(1) ; z_o(4)] is our channel PERM[j] of [z_t ; z_o ; m~]
-PERM = [0, 1, 2, 3, 8, 4, 5, 6, 7]
+def channel_order() -> list[str]:
+    """The order in which ``inpaint.unet_input`` stacks the 9 U-Net input channels."""
+    zt = torch.zeros(1, 4, 1, 1) + torch.arange(0, 4).view(1, 4, 1, 1)
+    zo = torch.zeros(1, 4, 1, 1) + torch.arange(4, 8).view(1, 4, 1, 1)
+    m = torch.full((1, 1, 1, 1), 8.0)
+    names = [f"z_t{i}" for i in range(4)] + [f"z_o{i}" for i in range(4)] + ["m"]
+    return [names[int(v)] for v in unet_input(zt, zo, m)[0, :, 0, 0]]
+
+
+# diffusers' StableDiffusionInpaintPipeline: torch.cat([latents, mask, masked_image_latents], dim=1)
+DIFFUSERS_ORDER = [f"z_t{i}" for i in range(4)] + ["m"] + [f"z_o{i}" for i in range(4)]
 
 
 def pipeline_unet(unet):
-    """The U-Net for the pipeline: our engine already feeds diffusers' [z_t ; mask ; z_o] order
-    (``inpaint.unet_input``), so it is the same module."""
-    return unet
+    """``unet`` as the pipeline must see it: if our engine stacks the input channels in another
+    order than diffusers ([z_t ; mask ; z_o]), a copy with ``conv_in``'s input channels permuted
+    (the same function); else ``unet`` itself."""
+    ours = channel_order()
+    if ours == DIFFUSERS_ORDER:
+        return unet
+    u = copy.deepcopy(unet)
+    perm = [ours.index(c) for c in DIFFUSERS_ORDER]
+    with torch.no_grad():
+        u.conv_in.weight.copy_(unet.conv_in.weight[:, perm])
+    return u
 
 
 def build_pipeline(comp):
@@ -555,7 +572,7 @@ def engine_variant(comp, x, masks, context, strength, steps, seed=0, batch=86, s
         zo = comp.encode(masked_image(x, m).contiguous(memory_format=fmt)).to(dt)
         ml = latent_mask(m, tuple(z0.shape[-2:])).to(dt)
         for t in timesteps:
-            inp = torch.cat([z, zo, ml], 1).contiguous(memory_format=fmt)
+            inp = unet_input(z, zo, ml).contiguous(memory_format=fmt)
             eps = comp.unet(inp, t.to(dev), encoder_hidden_states=c).sample
             z = comp.scheduler.step(eps, t, z, eta=0.0).prev_sample
         outs.append(comp.decode(z).detach())
@@ -847,8 +864,10 @@ def main(argv=None):
     h = None
     if not args.no_h2h:
         log("\n== (1) our batched engine (a) vs one StableDiffusionInpaintPipeline call per mask (b)")
-        log("   the pipeline gets a copy of our U-Net with conv_in permuted: diffusers feeds [z_t; mask; z_o], "
-            "our models take [z_t; z_o; m~] (eq 7)")
+        order = channel_order()
+        log(f"   U-Net input order: ours {'[z_t; m~; z_o]' if order == DIFFUSERS_ORDER else '[z_t; z_o; m~]'}, "
+            f"diffusers [z_t; mask; z_o]" + ("" if order == DIFFUSERS_ORDER else
+                                             ": the pipeline gets a copy of our U-Net with conv_in permuted"))
         h = head_to_head(cfg, comp, det, items, args)
         chk = None
         if not args.no_check:
