@@ -48,7 +48,7 @@ def draw(path) -> Path:
         "rectangle m, IoU(m, m_f) > gamma\ngamma in {0, 0.2, 0.5}\ny ~ T_c = {A perfect [c].}\n"
         "  U fine-grained T2_c")
     box(6.0, 2.75, 2.9, 1.8, "SD inpainting U-Net",
-        "input [z_t ; z_o ; m~] (eq 7)\nloss ||eps - eps_theta||^2 (eq 8)\n+ decoder: MSE + 0.1 LPIPS\n(eq 9-10)",
+        "input [z_t ; m~ ; z_o] (eq 7)\nloss ||eps - eps_theta||^2 (eq 8)\n+ decoder: MSE + 0.1 LPIPS\n(eq 9-10)",
         color="#d9ead3")
     box(9.4, 2.75, 2.5, 1.8, "prototype bank P_c",
         "EfficientNet features psi\nof the same K normals,\nrotated (eq 12-13)", color="#fff2cc")

@@ -219,7 +219,8 @@ plt.show()
 # $\mathcal D(\mathcal E(x))$ reaches a PSNR of {glue:text}`vae_psnr` dB. The method inpaints in
 # this space: for a mask $m$, the U-Net sees the noised latent $z_t$, the latent
 # $z_o = \mathcal E((1-m)\odot x)$ of the masked image and the mask $\tilde m$ at latent size,
-# stacked on channels (eq 7, 4 + 4 + 1 = 9 channels). Decoding a noised latent shows that the
+# stacked on channels (eq 7, 4 + 4 + 1 = 9 channels; the paper writes them as $[z_t ; z_o ; \tilde m]$,
+# we stack $[z_t ; \tilde m ; z_o]$ as the SD-inpainting checkpoints do). Decoding a noised latent shows that the
 # forward process of eq (1) acts on $z$ here, not on pixels:
 
 # %%
