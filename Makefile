@@ -22,8 +22,9 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed: the site screenshot test will be skipped"; }
 
+# Two pytest workers (the CI machine has 2 cores); the notebook/book tests share one worker.
 test: install chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 book: install
 	$(PY) -m anomalysd_core book --profile $(PROFILE) --out .

@@ -12,7 +12,11 @@ one image size and one evaluation. Every model is fitted per class on the K few-
   PatchCore and in AnomalySD's Sec. 4.3).
 
 Models: :class:`PatchCore`, :class:`SPADE`, :class:`PaDiM` and :class:`ProtoKNN` (the prototype
-error map of eq 14 used on its own, i.e. AnomalySD without Stable Diffusion).
+error map of eq 14 used on its own, i.e. AnomalySD without Stable Diffusion). In the paper profile
+the first three run on WideResNet-50 (``Config.baseline_backbone``; PatchCore on layers 2-3, as in
+its paper), and :class:`WinCLIP` (anomalib's implementation on open_clip's ViT-B-16-plus-240 with
+LAION-400M weights) joins them when those weights are on the machine; without them it raises
+:class:`BaselineUnavailable` and the harness skips it with that message.
 """
 from __future__ import annotations
 
@@ -444,14 +448,106 @@ class ProtoKNN(_Baseline):
 BASELINES = {"patchcore": PatchCore, "spade": SPADE, "padim": PaDiM, "protoknn": ProtoKNN}
 
 
+# --------------------------------------------------------------------------------------------
+# WinCLIP (paper profile; anomalib + open_clip weights)
+# --------------------------------------------------------------------------------------------
+class BaselineUnavailable(RuntimeError):
+    """A baseline that cannot run on this machine (package or weights missing); the message says
+    what to install or download. ``experiments.run_baselines`` skips it with this message."""
+
+
+WINCLIP_BACKBONE, WINCLIP_PRETRAINED = "ViT-B-16-plus-240", "laion400m_e31"
+
+
+class WinCLIP:
+    """WinCLIP (zero-shot) and WinCLIP+ (few-shot) of Jeong et al. (2023), through anomalib's
+    ``WinClipModel``: open_clip's ViT-B-16-plus-240 with the LAION-400M weights the WinCLIP paper
+    used, a compositional prompt ensemble on ``class_name``, sliding windows at scales (2, 3) and,
+    with K > 0 normals, the window and patch memories of WinCLIP+.
+
+    Images are resized to the model's 240 px (bicubic) and normalised with CLIP's mean/std; maps come
+    back at the input size (bilinear). ``pretrained=False`` builds random weights (tests only).
+    Raises :class:`BaselineUnavailable` when anomalib/open_clip or the weights are missing.
+    """
+
+    def __init__(self, extractor=None, class_name: str = "object", pretrained: bool = True,
+                 scales=(2, 3), device=None):
+        del extractor  # WinCLIP brings its own backbone
+        self.class_name = class_name.replace("_", " ")
+        self.pretrained, self.scales, self.device = pretrained, tuple(scales), device
+        self.fitted = False
+
+    def _build(self, reference):
+        try:
+            import open_clip
+            from anomalib.models.image.winclip import torch_model as tm
+        except ImportError as e:
+            raise BaselineUnavailable(
+                f"WinCLIP needs anomalib and open_clip ({e}); install them with "
+                f"`pip install 'anomalib>=2.0' 'open-clip-torch>=2.24'`") from e
+        saved = tm.PRETRAINED
+        tm.PRETRAINED = WINCLIP_PRETRAINED if self.pretrained else None
+        try:
+            model = tm.WinClipModel(class_name=self.class_name, reference_images=reference, scales=self.scales)
+        except Exception as e:  # no weights in the cache and no network, or a failed download
+            hub = open_clip.pretrained.get_pretrained_cfg(WINCLIP_BACKBONE, WINCLIP_PRETRAINED).get("hf_hub", "")
+            raise BaselineUnavailable(
+                f"WinCLIP skipped: open_clip weights {WINCLIP_BACKBONE}/{WINCLIP_PRETRAINED} are not on "
+                f"this machine ({type(e).__name__}: {str(e)[:200]}). On a machine with network access "
+                f"run `python -c \"import open_clip; open_clip.create_model_and_transforms("
+                f"'{WINCLIP_BACKBONE}', pretrained='{WINCLIP_PRETRAINED}')\"` (hub: {hub.rstrip('/')}) "
+                f"and copy the Hugging Face cache folder here.") from e
+        finally:
+            tm.PRETRAINED = saved
+        return model.eval().to(self.device or "cpu")
+
+    def _prep(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().to(self.mean.device)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False).clamp(0, 1)
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def fit(self, normal_images=None):
+        """K normals ``(K, 3, H, W)`` in [0, 1] (WinCLIP+); ``None`` or K = 0: zero-shot WinCLIP."""
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+        self.model = self._build(None)
+        vis = self.model.clip.visual
+        size = getattr(vis, "image_size", 240)
+        self.size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        pre = getattr(vis, "preprocess_cfg", None) or {}
+        dev = next(self.model.parameters()).device
+        self.mean = torch.tensor(pre.get("mean", OPENAI_DATASET_MEAN), device=dev).view(1, 3, 1, 1)
+        self.std = torch.tensor(pre.get("std", OPENAI_DATASET_STD), device=dev).view(1, 3, 1, 1)
+        if normal_images is not None and len(normal_images):
+            self.model.setup(reference_images=self._prep(normal_images))
+        self.fitted = True
+        return self
+
+    @torch.no_grad()
+    def predict(self, images):
+        if not self.fitted:
+            raise RuntimeError("call fit() before predict()")
+        dev = next(self.model.parameters()).device
+        out = self.model(self._prep(images.to(dev)))
+        maps = F.interpolate(out.anomaly_map[:, None].float(), size=images.shape[-2:], mode="bilinear",
+                             align_corners=False)[:, 0]
+        return out.pred_score.float().reshape(-1).cpu(), maps.cpu()
+
+
+BASELINES["winclip"] = WinCLIP
+ZERO_SHOT_BASELINES = ("winclip",)  # the others need at least one normal image
+
+
 def build_baseline(name: str, extractor, **kwargs) -> _Baseline:
-    """``name`` in ``patchcore``, ``spade``, ``padim``, ``protoknn`` (case-insensitive)."""
+    """``name`` in ``patchcore``, ``spade``, ``padim``, ``protoknn``, ``winclip`` (case-insensitive)."""
     key = name.lower()
     if key not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose one of {sorted(BASELINES)}")
     return BASELINES[key](extractor, **kwargs)
 
 
-__all__ = ["PatchCore", "SPADE", "PaDiM", "ProtoKNN", "build_baseline", "BASELINES", "knn",
-           "greedy_coreset", "patchcore_reweight", "ledoit_wolf_batched", "gaussian_blur",
-           "dihedral", "augment_normals", "concat_layers", "pairwise_sqdist"]
+__all__ = ["PatchCore", "SPADE", "PaDiM", "ProtoKNN", "WinCLIP", "BaselineUnavailable", "build_baseline",
+           "BASELINES", "ZERO_SHOT_BASELINES", "knn", "greedy_coreset", "patchcore_reweight",
+           "ledoit_wolf_batched", "gaussian_blur", "dihedral", "augment_normals", "concat_layers",
+           "pairwise_sqdist"]

@@ -32,6 +32,7 @@ class Config:
     # --- prototype features and perceptual distance (eq 12-17) ---
     backbone: str = "efficientnet_lite0"   # paper: "efficientnet_b6" (timm)
     distance: str = "lite0"                # paper: "lpips_alex"
+    baseline_backbone: str = ""            # PatchCore/SPADE/PaDiM; "" = backbone; paper: "wide_resnet50_2"
     # --- fine-tuning (eq 7-10) ---
     finetune_unet: bool = True
     finetune_decoder: bool = True
@@ -83,7 +84,7 @@ PROFILES: dict[str, dict] = {
     "paper": dict(
         profile="paper", dataset="mvtec", data_root="data/mvtec_anomaly_detection", image_size=512,
         base_model="stable-diffusion-v1-5/stable-diffusion-inpainting", text_encoder="clip",
-        backbone="efficientnet_b6", distance="lpips_alex", batch_size=8,
+        backbone="efficientnet_b6", distance="lpips_alex", baseline_backbone="wide_resnet50_2", batch_size=8,
         unet_epochs=4000, decoder_epochs=200, num_inference_steps=50, grid_scales=(1, 2, 4, 8),
         noise_strength_per_class={"capsule": 0.4, "wood": 0.4, "screw": 0.4},
     ),

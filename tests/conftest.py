@@ -20,6 +20,8 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 # Tiny models on a shared CPU: one intra-op thread is several times faster than oversubscribed
 # cores (and leaves the other core to whatever else runs). ANOMALYSD_TEST_THREADS overrides.
 torch.set_num_threads(int(os.environ.get("ANOMALYSD_TEST_THREADS", "1")))
+# Table functions run their settings in one process here (the parallel path has its own test).
+os.environ.setdefault("ANOMALYSD_WORKERS", "1")
 
 SIZE = 64  # the tiny SD checkpoint (paper profile tests)
 

@@ -12,6 +12,10 @@ import pytest
 
 from anomalysd_core import book
 
+# one xdist worker runs this file and its sibling (test_book.py / test_notebooks.py): they share
+# one smoke run of the notebooks through the runner's stage cache
+pytestmark = pytest.mark.xdist_group("book")
+
 
 def shared_dirs(tmp_path_factory):
     """Folders shared by test_book.py and this file within one pytest session, so the stage
