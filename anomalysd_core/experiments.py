@@ -628,6 +628,46 @@ def timing_table(runs: list) -> pd.DataFrame:
     return out
 
 
+def cost_table(profile: str = "mini", results_dir=None) -> pd.DataFrame | None:
+    """Seconds per test image per stage, from the inference-speed benchmark's CSVs in
+    ``results/<profile>`` (``benchmarks/inference_speed.py``): one row per measured mask set
+    (``bench_scaling.csv``) with the cost model's split (U-Net, VAE encode+decode, distance, the
+    rest) beside the measured total, and the SD-1.5-size projection (``bench_paper_size*.csv``,
+    random weights: timings only). ``None`` when the benchmark has not been run."""
+    rdir = get_results_dir(profile, results_dir)
+    rows = []
+    speed = rdir / "bench_speed.csv"
+    dev = "cpu"
+    if speed.is_file():
+        sp = pd.read_csv(speed).iloc[0]
+        dev = f"{sp['device']} ({int(sp['threads'])} thread{'s' if int(sp['threads']) != 1 else ''})" \
+            if str(sp["device"]) == "cpu" else str(sp["device"])
+    scaling = rdir / "bench_scaling.csv"
+    if scaling.is_file():
+        d = pd.read_csv(scaling)
+        for r in d[d["table"] == "mask set K"].itertuples():
+            rows.append({"model": f"{profile} base model", "device": dev, "px": int(r.image_size),
+                         "masks": int(r.n_masks), "U-Net calls": int(r.unet_calls),
+                         "U-Net s": r.pred_unet_s, "VAE s": r.pred_vae_s, "distance s": r.pred_distance_s,
+                         "other s": r.pred_fixed_s, "predicted s": r.predicted_s_per_image,
+                         "measured s": r.measured_s_per_image})
+    for f in sorted(rdir.glob("bench_paper_size*.csv")):
+        for r in pd.read_csv(f).itertuples():
+            d = str(r.device) + (f" ({int(r.threads)} threads)" if str(r.device) == "cpu" and hasattr(r, "threads") else "")
+            rows.append({"model": "SD-1.5-inpainting size, random weights", "device": d,
+                         "px": int(r.image_size), "masks": int(r.vae_decodes), "U-Net calls": int(r.unet_items),
+                         "U-Net s": r.pred_unet_s, "VAE s": r.pred_vae_encode_s + r.pred_vae_decode_s,
+                         "distance s": r.pred_distance_s, "other s": r.pred_fixed_s,
+                         "predicted s": r.pred_total_s, "measured s": float("nan")})
+    if not rows:
+        return None
+    out = pd.DataFrame(rows)
+    num = ["U-Net s", "VAE s", "distance s", "other s", "predicted s", "measured s"]
+    out[num] = out[num].apply(lambda c: c.map(lambda v: "—" if not np.isfinite(v) else
+                                              f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"))
+    return out
+
+
 def _shots(k) -> str:
     return f"{int(k)} shot{'s' if int(k) != 1 else ''}"
 
