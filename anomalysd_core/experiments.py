@@ -730,7 +730,26 @@ def table1_sentences(df: pd.DataFrame, profile: str = "mini") -> dict:
     out["seed_std"] = (f"Across seeds, AnomalySD's 1-shot image AUROC varies with a standard deviation of "
                        f"{fmt(s)} points on {profile}." if np.isfinite(s) else
                        "Only one seed was run, so the spread over shot draws is unknown.")
+    same = same_draw_shots(df.attrs.get("runs", []))
+    if same:
+        ks = ", ".join(map(str, same))
+        out["same_draws"] = (f"At {ks} shot(s) every seed drew the same normal images (the whole training "
+                             f"pool of each class), so the spread there comes from AnomalySD's noise draw "
+                             f"alone, and the feature baselines have none.")
+    else:
+        out["same_draws"] = "Every seed drew different normal images at every shot count run."
     return out
+
+
+def same_draw_shots(runs: list) -> list[int]:
+    """Shot counts > 0 at which every seed of ``runs`` (run infos with ``shot_files``) drew the same
+    images for every class, and more than one seed was run."""
+    by_k: dict[int, list] = {}
+    for r in runs or []:
+        if r.get("shots") and r.get("shot_files") is not None:
+            files = {c: sorted(v) for c, v in r["shot_files"].items()}  # the same set, in any order
+            by_k.setdefault(int(r["shots"]), []).append(json.dumps(files, sort_keys=True))
+    return sorted(k for k, v in by_k.items() if len(v) > 1 and len(set(v)) == 1)
 
 
 PAPER_ABLATIONS = {"table3": PAPER_TABLE3, "table4": PAPER_TABLE4, "table5": PAPER_TABLE5}

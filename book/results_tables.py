@@ -195,7 +195,7 @@ cost = ex.cost_table(profile, rdir)
 if cost is None:
     cost = placeholder("bench_scaling.csv", f"python benchmarks/inference_speed.py --profile {profile}")
 glue("cost_table", html_table(cost), display=False)
-for key in ("shots_trend", "best_method", "gap", "seed_std"):
+for key in ("shots_trend", "best_method", "gap", "seed_std", "same_draws"):
     glue(f"t1_{key}", t1_sent.get(key, not_yet("table1")))
 t1_beside
 

@@ -313,3 +313,12 @@ def test_cost_table_from_benchmark_files(tmp_path):
     assert list(t["masks"]) == [86, 86] and list(t["U-Net calls"]) == [430, 1806]  # mask-set rows only
     assert t.loc[0, "device"] == "cpu (1 thread)" and t.loc[1, "device"] == "cpu (2 threads)"
     assert t.loc[1, "VAE s"] == "5,300" and t.loc[1, "measured s"] == "—" and t.loc[0, "measured s"] == "10"
+
+
+def test_same_draw_shots():
+    runs = [{"shots": 4, "seed": s, "shot_files": {"a": order}} for s, order in
+            enumerate((["1", "2"], ["2", "1"], ["1", "2"]))]
+    runs += [{"shots": 1, "seed": s, "shot_files": {"a": [str(s)]}} for s in range(3)]
+    runs += [{"shots": 0, "seed": s, "shot_files": {"a": []}} for s in range(3)]
+    assert ex.same_draw_shots(runs) == [4]
+    assert ex.same_draw_shots(runs[:1]) == []  # one seed: nothing to compare
