@@ -733,8 +733,8 @@ def table1_sentences(df: pd.DataFrame, profile: str = "mini") -> dict:
     same = same_draw_shots(df.attrs.get("runs", []))
     if same:
         ks = ", ".join(map(str, same))
-        out["same_draws"] = (f"At {ks} shot(s) every seed drew the same normal images (the whole training "
-                             f"pool of each class), so the spread there comes from AnomalySD's noise draw "
+        out["same_draws"] = (f"At {ks} shot(s) every seed drew the same normal images, so "
+                             f"the spread there comes from AnomalySD's noise draw "
                              f"alone, and the feature baselines have none.")
     else:
         out["same_draws"] = "Every seed drew different normal images at every shot count run."
