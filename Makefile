@@ -24,7 +24,7 @@ chromium:
 
 # Two pytest workers (the CI machine has 2 cores); the notebook/book tests share one worker.
 test: install chromium
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 
 book: install
 	$(PY) -m anomalysd_core book --profile $(PROFILE) --out .

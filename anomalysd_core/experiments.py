@@ -628,6 +628,46 @@ def timing_table(runs: list) -> pd.DataFrame:
     return out
 
 
+def cost_table(profile: str = "mini", results_dir=None) -> pd.DataFrame | None:
+    """Seconds per test image per stage, from the inference-speed benchmark's CSVs in
+    ``results/<profile>`` (``benchmarks/inference_speed.py``): one row per measured mask set
+    (``bench_scaling.csv``) with the cost model's split (U-Net, VAE encode+decode, distance, the
+    rest) beside the measured total, and the SD-1.5-size projection (``bench_paper_size*.csv``,
+    random weights: timings only). ``None`` when the benchmark has not been run."""
+    rdir = get_results_dir(profile, results_dir)
+    rows = []
+    speed = rdir / "bench_speed.csv"
+    dev = "cpu"
+    if speed.is_file():
+        sp = pd.read_csv(speed).iloc[0]
+        dev = f"{sp['device']} ({int(sp['threads'])} thread{'s' if int(sp['threads']) != 1 else ''})" \
+            if str(sp["device"]) == "cpu" else str(sp["device"])
+    scaling = rdir / "bench_scaling.csv"
+    if scaling.is_file():
+        d = pd.read_csv(scaling)
+        for r in d[d["table"] == "mask set K"].itertuples():
+            rows.append({"model": f"{profile} base model", "device": dev, "px": int(r.image_size),
+                         "masks": int(r.n_masks), "U-Net calls": int(r.unet_calls),
+                         "U-Net s": r.pred_unet_s, "VAE s": r.pred_vae_s, "distance s": r.pred_distance_s,
+                         "other s": r.pred_fixed_s, "predicted s": r.predicted_s_per_image,
+                         "measured s": r.measured_s_per_image})
+    for f in sorted(rdir.glob("bench_paper_size*.csv")):
+        for r in pd.read_csv(f).itertuples():
+            d = str(r.device) + (f" ({int(r.threads)} threads)" if str(r.device) == "cpu" and hasattr(r, "threads") else "")
+            rows.append({"model": "SD-1.5-inpainting size, random weights", "device": d,
+                         "px": int(r.image_size), "masks": int(r.vae_decodes), "U-Net calls": int(r.unet_items),
+                         "U-Net s": r.pred_unet_s, "VAE s": r.pred_vae_encode_s + r.pred_vae_decode_s,
+                         "distance s": r.pred_distance_s, "other s": r.pred_fixed_s,
+                         "predicted s": r.pred_total_s, "measured s": float("nan")})
+    if not rows:
+        return None
+    out = pd.DataFrame(rows)
+    num = ["U-Net s", "VAE s", "distance s", "other s", "predicted s", "measured s"]
+    out[num] = out[num].apply(lambda c: c.map(lambda v: "—" if not np.isfinite(v) else
+                                              f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"))
+    return out
+
+
 def _shots(k) -> str:
     return f"{int(k)} shot{'s' if int(k) != 1 else ''}"
 
@@ -690,7 +730,26 @@ def table1_sentences(df: pd.DataFrame, profile: str = "mini") -> dict:
     out["seed_std"] = (f"Across seeds, AnomalySD's 1-shot image AUROC varies with a standard deviation of "
                        f"{fmt(s)} points on {profile}." if np.isfinite(s) else
                        "Only one seed was run, so the spread over shot draws is unknown.")
+    same = same_draw_shots(df.attrs.get("runs", []))
+    if same:
+        ks = ", ".join(map(str, same))
+        out["same_draws"] = (f"At {ks} shot(s) every seed drew the same normal images, so "
+                             f"the spread there comes from AnomalySD's noise draw "
+                             f"alone, and the feature baselines have none.")
+    else:
+        out["same_draws"] = "Every seed drew different normal images at every shot count run."
     return out
+
+
+def same_draw_shots(runs: list) -> list[int]:
+    """Shot counts > 0 at which every seed of ``runs`` (run infos with ``shot_files``) drew the same
+    images for every class, and more than one seed was run."""
+    by_k: dict[int, list] = {}
+    for r in runs or []:
+        if r.get("shots") and r.get("shot_files") is not None:
+            files = {c: sorted(v) for c, v in r["shot_files"].items()}  # the same set, in any order
+            by_k.setdefault(int(r["shots"]), []).append(json.dumps(files, sort_keys=True))
+    return sorted(k for k, v in by_k.items() if len(v) > 1 and len(set(v)) == 1)
 
 
 PAPER_ABLATIONS = {"table3": PAPER_TABLE3, "table4": PAPER_TABLE4, "table5": PAPER_TABLE5}

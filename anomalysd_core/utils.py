@@ -75,12 +75,15 @@ def resolve_device(name: str = "auto"):
 
 
 def git_commit(repo: str | os.PathLike | None = None) -> str:
+    """Short commit of the code, with ``+dirty`` when tracked files outside ``results/`` differ from
+    it (a regeneration rewrites the committed results while it runs; those are outputs, not code)."""
     repo = repo or Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
                              text=True, timeout=10)
         sha = out.stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=repo,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -824,6 +824,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (default: torch's); 1 is steadier when other jobs share the cores")
     ap.add_argument("--random-model", action="store_true", help="random mini weights even if the base model exists")
+    ap.add_argument("--summary-only", action="store_true", help="only rewrite bench_summary.md from the CSVs")
     ap.add_argument("--out", default=None, help="CSV folder (default results/<profile>; none with --quick)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -849,6 +850,11 @@ def main(argv=None):
     if args.paper_size_only:
         log("\n== paper size (SD-1.5-inpainting-size UNet + VAE, random weights)")
         save("bench_paper_size.csv", paper_size(args, args.paper_masks))
+        if out is not None:
+            log(f"  wrote {write_summary(out, tag)}")
+        return 0
+    if args.summary_only:
+        log(f"  wrote {write_summary(out or Path('results') / args.profile, tag)}")
         return 0
     cfg, comp, det, ds, classes, shots, items, model = load_everything(args)
     per_mask = cost_mod.unet_calls_per_mask(cfg.noise_strength, cfg.num_inference_steps)
@@ -933,6 +939,8 @@ def main(argv=None):
         log("\n== (4) paper size (SD-1.5-inpainting-size UNet + VAE, random weights)")
         save("bench_paper_size.csv", paper_size(args, args.paper_masks))
 
+    if out is not None:
+        log(f"  wrote {write_summary(out, tag)}")
     if h is None:
         return 0
     log("\n== summary")
@@ -947,6 +955,59 @@ def main(argv=None):
         f"(our engine, seed 0 - seed 1: image {d_i_seed:+.1f}, pixel {d_p_seed:+.2f})")
     log(f"   speed-up (a) over (b): {ratio:.1f}x (total time; median over images {h['median_ratio']:.1f}x)")
     return 0
+
+
+def md_table(df: pd.DataFrame, digits: int = 3) -> str:
+    """A GitHub-markdown table of ``df`` (floats to ``digits`` significant digits)."""
+    def cell(v):
+        if isinstance(v, float):
+            return "" if v != v else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}g}")
+        return str(v).replace("|", "\\|")
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "---|" * len(df.columns)
+    return "\n".join([head, sep] + ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)])
+
+
+def write_summary(out: Path, tag: str = "") -> Path | None:
+    """``bench_summary<tag>.md`` from the benchmark CSVs in ``out`` (whatever runs have written):
+    the head-to-head, the factor-by-factor ablation, the cost model against the measurements and the
+    paper-size projection. Written atomically; every number is read from the CSVs."""
+    from anomalysd_core.utils import write_text_atomic
+
+    parts = [f"# Inference-speed benchmark: results of the last runs ({out})",
+             "Written by `benchmarks/inference_speed.py` from the CSV files next to it; times in seconds."]
+    f = out / f"bench_speed{tag}.csv"
+    if f.is_file():
+        d = pd.read_csv(f)
+        cols = ["device", "threads", "image_size", "n_images", "n_masks", "steps", "unet_calls_per_mask",
+                "s_per_image_a", "s_per_image_b", "speedup", "i_auroc_a", "i_auroc_b", "p_auroc_a", "p_auroc_b"]
+        parts += ["## (a) batched engine vs (b) one diffusers pipeline call per mask", md_table(d[cols])]
+    f = out / f"bench_ablation{tag}.csv"
+    if f.is_file():
+        d = pd.read_csv(f)
+        ratio = "variant_time_over_baseline" if "variant_time_over_baseline" in d else "speedup_of_baseline"
+        cols = ["factor", "baseline", "baseline_s_per_image", "variant", "variant_s_per_image", ratio,
+                "baseline_peak_mib", "variant_peak_mib", "note"]
+        parts += ["## What makes it fast, one factor at a time (86 masks, one image; variant time / "
+                  "baseline time > 1: the baseline is faster)", md_table(d[[c for c in cols if c in d]])]
+    f = out / f"bench_scaling{tag}.csv"
+    if f.is_file():
+        d = pd.read_csv(f)
+        cols = ["table", "value", "n_masks", "steps", "batch", "unet_calls", "measured_s_per_image",
+                "predicted_s_per_image", "peak_mem_mib"]
+        parts += ["## Scaling and the cost model (`anomalysd_core/cost.py`)", md_table(d[cols])]
+    f = out / "bench_paper_size.csv"
+    if f.is_file():
+        d = pd.read_csv(f)
+        cols = ["device", "threads", "image_size", "unet_items", "pred_unet_s", "pred_vae_encode_s",
+                "pred_vae_decode_s", "pred_total_s", "mvtec_test_images", "projected_cpu_hours"]
+        parts += ["## Paper size (SD-1.5-inpainting-size networks, random weights): one image, 86 masks, "
+                  "50 steps, projected from measured per-call costs", md_table(d[[c for c in cols if c in d]])]
+    if len(parts) == 2:
+        return None
+    path = out / f"bench_summary{tag}.md"
+    write_text_atomic(path, "\n\n".join(parts) + "\n")
+    return path
 
 
 if __name__ == "__main__":

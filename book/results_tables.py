@@ -23,7 +23,7 @@
 # profile P, `P_image_size`, `P_steps` and `P_n_masks`; from the paper-table results
 # (`table1.csv`, `table3.csv`, `table4.csv`, `table5.csv`, `noise_sweep.csv`, written by notebooks
 # 05-09): `provenance_table`, `table1_summary`, `table1_beside_paper`, `table1_per_class`,
-# `table1_timing`, `table1_plot`, `t1_*` sentences, `tableN_beside_paper` and `tN_*` sentences for
+# `table1_timing`, `table1_plot`, `t1_*` sentences, `cost_table` (from the `bench_*.csv` of the speed benchmark), `tableN_beside_paper` and `tN_*` sentences for
 # N = 3, 4, 5, `noise_table`, `noise_per_class`, `noise_*_text` sentences and `n_seeds`, `shots`,
 # `ablation_shots`, `ablation_seed`.
 
@@ -191,7 +191,11 @@ glue("table1_summary", html_table(t1_summary), display=False)
 glue("table1_beside_paper", html_table(t1_beside), display=False)
 glue("table1_per_class", html_table(t1_per_class, index=t1 is not None), display=False)
 glue("table1_timing", html_table(t1_timing), display=False)
-for key in ("shots_trend", "best_method", "gap", "seed_std"):
+cost = ex.cost_table(profile, rdir)
+if cost is None:
+    cost = placeholder("bench_scaling.csv", f"python benchmarks/inference_speed.py --profile {profile}")
+glue("cost_table", html_table(cost), display=False)
+for key in ("shots_trend", "best_method", "gap", "seed_std", "same_draws"):
     glue(f"t1_{key}", t1_sent.get(key, not_yet("table1")))
 t1_beside
 

@@ -110,3 +110,27 @@ def test_zero_shot_has_no_prototypes(smoke_cfg):
     a = df[df["variant"] == "ms+proto"][ev.METRIC_COLUMNS].to_numpy()
     b = df[df["variant"] == "ms"][ev.METRIC_COLUMNS].to_numpy()
     np.testing.assert_array_equal(a, b)
+
+
+def test_git_commit_ignores_results_folder(tmp_path):
+    """A regeneration rewrites results/ while it runs: the provenance's commit stays clean; a code
+    change marks it dirty."""
+    import subprocess
+
+    from anomalysd_core.utils import git_commit
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "t.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = git_commit(tmp_path)
+    assert sha != "unknown" and not sha.endswith("+dirty")
+    (tmp_path / "results" / "t.csv").write_text("b\n")
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == sha + "+dirty"

@@ -293,3 +293,32 @@ def test_identical_settings_run_once(monkeypatch):
     assert calls == ["a", "b"]
     assert [d["setting"][0] for d, _ in out] == ["a", "b", "c"] and out[2][0]["v"][0] == 1
     assert [i["setting"] for _, i in out] == ["a", "b", "c"]
+
+
+def test_cost_table_from_benchmark_files(tmp_path):
+    assert ex.cost_table("mini", tmp_path) is None  # benchmark not run: the page shows a placeholder
+    pd.DataFrame([{"device": "cpu", "threads": 1}]).to_csv(tmp_path / "bench_speed.csv", index=False)
+    pd.DataFrame([{"table": "mask set K", "image_size": 64, "n_masks": 86, "unet_calls": 430,
+                   "pred_unet_s": 5.0, "pred_vae_s": 4.0, "pred_distance_s": 0.2, "pred_fixed_s": 0.1,
+                   "predicted_s_per_image": 9.3, "measured_s_per_image": 10.0},
+                  {"table": "DDIM steps", "image_size": 64, "n_masks": 86, "unet_calls": 86,
+                   "pred_unet_s": 1.0, "pred_vae_s": 4.0, "pred_distance_s": 0.2, "pred_fixed_s": 0.1,
+                   "predicted_s_per_image": 5.3, "measured_s_per_image": 6.0}]).to_csv(
+        tmp_path / "bench_scaling.csv", index=False)
+    pd.DataFrame([{"device": "cpu", "threads": 2, "image_size": 512, "vae_decodes": 86, "unet_items": 1806,
+                   "pred_unet_s": 27000.0, "pred_vae_encode_s": 1900.0, "pred_vae_decode_s": 3400.0,
+                   "pred_distance_s": 28.0, "pred_fixed_s": 8.0, "pred_total_s": 32336.0}]).to_csv(
+        tmp_path / "bench_paper_size.csv", index=False)
+    t = ex.cost_table("mini", tmp_path)
+    assert list(t["masks"]) == [86, 86] and list(t["U-Net calls"]) == [430, 1806]  # mask-set rows only
+    assert t.loc[0, "device"] == "cpu (1 thread)" and t.loc[1, "device"] == "cpu (2 threads)"
+    assert t.loc[1, "VAE s"] == "5,300" and t.loc[1, "measured s"] == "—" and t.loc[0, "measured s"] == "10"
+
+
+def test_same_draw_shots():
+    runs = [{"shots": 4, "seed": s, "shot_files": {"a": order}} for s, order in
+            enumerate((["1", "2"], ["2", "1"], ["1", "2"]))]
+    runs += [{"shots": 1, "seed": s, "shot_files": {"a": [str(s)]}} for s in range(3)]
+    runs += [{"shots": 0, "seed": s, "shot_files": {"a": []}} for s in range(3)]
+    assert ex.same_draw_shots(runs) == [4]
+    assert ex.same_draw_shots(runs[:1]) == []  # one seed: nothing to compare
