@@ -974,7 +974,11 @@ def write_summary(out: Path, tag: str = "") -> Path | None:
     paper-size projection. Written atomically; every number is read from the CSVs."""
     from anomalysd_core.utils import write_text_atomic
 
-    parts = [f"# Inference-speed benchmark: results of the last runs ({out})",
+    try:
+        where = out.resolve().relative_to(REPO)
+    except ValueError:
+        where = out
+    parts = [f"# Inference-speed benchmark: results of the last runs (`{where}`)",
              "Written by `benchmarks/inference_speed.py` from the CSV files next to it; times in seconds."]
     f = out / f"bench_speed{tag}.csv"
     if f.is_file():
