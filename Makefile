@@ -22,9 +22,10 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed: the site screenshot test will be skipped"; }
 
-# Two pytest workers (the CI machine has 2 cores); the notebook/book tests share one worker.
+# Two pytest workers (the CI machine has 2 cores), whole files per worker: the notebook and site
+# tests (one file) share one smoke run of the notebooks.
 test: install chromium
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 book: install
 	$(PY) -m anomalysd_core book --profile $(PROFILE) --out .

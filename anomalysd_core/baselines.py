@@ -509,9 +509,9 @@ class WinCLIP:
     @torch.no_grad()
     def fit(self, normal_images=None):
         """K normals ``(K, 3, H, W)`` in [0, 1] (WinCLIP+); ``None`` or K = 0: zero-shot WinCLIP."""
+        self.model = self._build(None)  # raises BaselineUnavailable without anomalib/open_clip/weights
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-        self.model = self._build(None)
         vis = self.model.clip.visual
         size = getattr(vis, "image_size", 240)
         self.size = int(size[0] if isinstance(size, (tuple, list)) else size)
