@@ -84,7 +84,7 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
         kinds = {c: ds.class_kind(c) for c in classes}
         # one process fine-tunes a configuration; others (parallel table settings) wait and reuse it
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        with timer.stage("finetune"), FileLock(str(run_dir) + ".lock"):
+        with timer.stage("finetune"), FileLock(run_dir.parent / f".{run_dir.name}.lock"):
             info = finetune(cfg, comp, images, kinds, run_dir, distance=distance, progress=progress)
         if info["reused"]:  # the in-memory comp is still the base model: load the tuned parts
             comp = load_components(cfg, device, unet_path=info.get("unet"), vae_path=info.get("vae"))

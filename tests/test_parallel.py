@@ -43,7 +43,7 @@ def test_two_cpu_processes_give_the_one_process_table(smoke_base, smoke_data, tm
           "--results", str(one / "res")], repo, env)
     # reuse the fine-tune (a folder with done.json), not the cache of intermediates
     (two / "runs" / "smoke").mkdir(parents=True)
-    for fit_dir in (one / "runs" / "smoke").glob("fit-*"):
+    for fit_dir in (d for d in (one / "runs" / "smoke").glob("fit-*") if d.is_dir()):
         shutil.copytree(fit_dir, two / "runs" / "smoke" / fit_dir.name)
     cfg_file = tmp_path / "accelerate.yaml"
     write_basic_config(mixed_precision="no", save_location=str(cfg_file))
