@@ -217,14 +217,23 @@ class NaiveEngine:
         self.comp, self.pipe, self.matched = comp, build_pipeline(comp), matched
         self.unet_batches: list[int] = []
         self.unet_timesteps: list[int] = []
+        self.recording = False  # the pipeline's U-Net is our engine's own when the channel orders match
 
         def hook(m, a):
-            self.unet_batches.append(int(a[0].shape[0]))
-            self.unet_timesteps.append(int(a[1]))
+            if self.recording:
+                self.unet_batches.append(int(a[0].shape[0]))
+                self.unet_timesteps.append(int(a[1]))
 
         self.pipe.unet.register_forward_pre_hook(hook)
 
-    def __call__(self, comp, x, masks, context, strength, steps, seed=0, batch=0, progress=False):
+    def __call__(self, *args, **kwargs):
+        self.recording = True
+        try:
+            return self._run(*args, **kwargs)
+        finally:
+            self.recording = False
+
+    def _run(self, comp, x, masks, context, strength, steps, seed=0, batch=0, progress=False):
         strength = pipeline_strength(strength, steps)
         dev = comp.device
         x = x.to(dev, torch.float32)
