@@ -364,6 +364,13 @@ def _write(profile: str, name: str, df: pd.DataFrame, runs: list, seeds, t0: flo
     return True
 
 
+def _cores() -> int:
+    """CPU cores this process may use (its affinity where the OS reports one)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers(profile: str, n_settings: int, **over) -> int:
     """Processes for the settings of one table: ``ANOMALYSD_WORKERS`` if set, else one per CPU
     core (at most 8 and at most one per setting) on a CPU device, and 1 on a GPU (one device,
@@ -386,8 +393,7 @@ def default_workers(profile: str, n_settings: int, **over) -> int:
     names = {f.name for f in fields(Config)}
     if resolve_device(get_config(profile, **{k: v for k, v in over.items() if k in names}).device).type != "cpu":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, 8, n_settings))
+    return max(1, min(_cores(), 8, n_settings))
 
 
 def _run_in_worker(job):
@@ -409,7 +415,6 @@ def run_settings(profile: str, settings: list, workers: int | None = None, log=p
     fine-tunes are locked per configuration), so the tables equal a one-process run's. On a
     2-core CPU two single-thread processes finish a table in about half the time of one.
     """
-    import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
@@ -423,8 +428,7 @@ def run_settings(profile: str, settings: list, workers: int | None = None, log=p
         for k, (label, over) in unique.items():
             done[k] = run_setting(profile, setting=label, **over)
     else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // n)
+        threads = max(1, _cores() // n)
         log(f"{len(unique)} settings in {n} worker processes ({threads} torch thread(s) each)")
         with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
             futs = {pool.submit(_run_in_worker, (profile, label, over, threads)): k

@@ -41,10 +41,10 @@ LITE0_LAYER_BLOCKS = (2, 4, 10)
 # Points used by the "lite0" perceptual distance: /2, /4, /8, /16 (like LPIPS-Alex: 5 points, /4-/16).
 LITE0_DISTANCE_POINTS = ("stem", 2, 4, 10)
 
-# timm: out_indices 1, 2, 3 of EfficientNet = strides 4, 8, 16 (B6: 40, 72, 200 channels).
+# timm: out_indices 1, 2, 3 = strides 4, 8, 16 (B6: 40, 72, 200 channels; WRN-50: 256, 512, 1024).
 B6_TIMM_ARCH = "tf_efficientnet_b6"
 B6_TIMM_TAG = "aa_in1k"
-B6_OUT_INDICES = (1, 2, 3)
+TIMM_OUT_INDICES = (1, 2, 3)
 # WideResNet-50-2 (the PatchCore paper's backbone, used by the paper profile's baselines): timm
 # out_indices 1, 2, 3 = layer1, layer2, layer3 at strides 4, 8, 16 (256, 512, 1024 channels).
 WRN50_TIMM_ARCH = "wide_resnet50_2"
@@ -140,7 +140,7 @@ def load_timm(name: str, pretrained: bool = True, weights_path: str | None = Non
     import timm
 
     arch, tag = TIMM_MODELS[name]
-    kw = dict(features_only=True, out_indices=B6_OUT_INDICES)
+    kw = dict(features_only=True, out_indices=TIMM_OUT_INDICES)
     if not pretrained:
         model = timm.create_model(arch, pretrained=False, **kw)
         return _freeze(model).to(device)
@@ -159,11 +159,6 @@ def load_timm(name: str, pretrained: bool = True, weights_path: str | None = Non
     except Exception as e:  # network or hub errors: explain how to provide the weights
         raise RuntimeError(_timm_weights_help(repo_id, e)) from e
     return _freeze(model).to(device)
-
-
-def load_b6(pretrained: bool = True, weights_path: str | None = None, device="cpu") -> nn.Module:
-    """timm EfficientNet-B6 trunk returning strides 4, 8, 16 (``features_only``)."""
-    return load_timm("efficientnet_b6", pretrained, weights_path, device)
 
 
 class FeatureExtractor(nn.Module):
