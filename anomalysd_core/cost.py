@@ -26,7 +26,6 @@ same components with forward hooks.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 

@@ -62,6 +62,25 @@ def open_data(cfg):
     return ds, list(classes)
 
 
+def needs_finetune(cfg) -> bool:
+    """True when ``fit`` fine-tunes: K > 0 shots and the U-Net or the decoder switched on."""
+    return cfg.shots > 0 and (cfg.finetune_unet or cfg.finetune_decoder)
+
+
+def fit_dir(cfg) -> Path:
+    """Folder of the fine-tune of ``cfg`` (``fit-<hash of FINETUNE_KEYS>``; ``done.json`` when finished)."""
+    return Path(cfg.out_dir) / cfg.profile / f"fit-{cfg.hash(FINETUNE_KEYS)}"
+
+
+def fit_hash(cfg) -> str:
+    """Key of the model that scores: the fine-tune's hash, or ``<hash>-base`` for the base model
+    (no fine-tune: the hash leaves out the keys that only the fine-tune reads)."""
+    if needs_finetune(cfg):
+        return cfg.hash(FINETUNE_KEYS)
+    return cfg.hash([k for k in FINETUNE_KEYS if k not in ("finetune_unet", "finetune_decoder",
+                                                            "mask_design", "gammas")]) + "-base"
+
+
 def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> Fitted:
     """Shots -> fine-tune (if K > 0 and switched on) -> detector with prototype banks."""
     from .features import build_backbone, build_distance
@@ -77,10 +96,9 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
         comp = comp or load_components(cfg, device)
         backbone = backbone or build_backbone(cfg.backbone, device=device)
         distance = distance or build_distance(cfg.distance, device=device)
-    fit_hash = cfg.hash(FINETUNE_KEYS)
-    run_dir = Path(cfg.out_dir) / cfg.profile / f"fit-{fit_hash}"
+    run_dir = fit_dir(cfg)
     info = {}
-    if cfg.shots > 0 and (cfg.finetune_unet or cfg.finetune_decoder):
+    if needs_finetune(cfg):
         kinds = {c: ds.class_kind(c) for c in classes}
         # one process fine-tunes a configuration; others (parallel table settings) wait and reuse it
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -88,13 +106,10 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
             info = finetune(cfg, comp, images, kinds, run_dir, distance=distance, progress=progress)
         if info["reused"]:  # the in-memory comp is still the base model: load the tuned parts
             comp = load_components(cfg, device, unet_path=info.get("unet"), vae_path=info.get("vae"))
-    else:
-        fit_hash = cfg.hash([k for k in FINETUNE_KEYS if k not in ("finetune_unet", "finetune_decoder",
-                                                                    "mask_design", "gammas")]) + "-base"
     det = AnomalySD(cfg, comp, backbone, distance)
     with timer.stage("prototypes"):
         det.set_shots(images)
-    return Fitted(cfg, ds, classes, shots, det, run_dir, fit_hash, timer, info)
+    return Fitted(cfg, ds, classes, shots, det, run_dir, fit_hash(cfg), timer, info)
 
 
 def proto_map(E: np.ndarray, size: int, sigma: float) -> np.ndarray:
@@ -103,10 +118,19 @@ def proto_map(E: np.ndarray, size: int, sigma: float) -> np.ndarray:
     return blur(F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy(), sigma)
 
 
+def cache_dir(cfg) -> Path:
+    """Folder of the cached intermediates of ``cfg``: keyed by the scoring model and the inference
+    settings, so settings that differ only in how the maps are fused share it."""
+    key = fit_hash(cfg) + "-" + cfg.hash(INFER_KEYS + ["seed"])
+    return Path(cfg.out_dir) / cfg.profile / "cache" / key
+
+
+def cache_file(cfg, sample) -> Path:
+    return cache_dir(cfg) / sample.cls / (Path(sample.relpath).as_posix().replace("/", "__") + ".npz")
+
+
 def _cache_path(fitted: Fitted, sample) -> Path:
-    key = fitted.fit_hash + "-" + fitted.cfg.hash(INFER_KEYS + ["seed"])
-    return Path(fitted.cfg.out_dir) / fitted.cfg.profile / "cache" / key / sample.cls / (
-        Path(sample.relpath).as_posix().replace("/", "__") + ".npz")
+    return cache_file(fitted.cfg, sample)
 
 
 def intermediates_cached(fitted: Fitted, sample, img) -> Intermediates:

@@ -26,6 +26,7 @@ import torch
 
 from .config import REPO_ROOT, get_config
 from .evaluate import METRIC_COLUMNS, class_metrics, evaluate, fit
+from .schedule import run_settings
 from .utils import provenance, write_csv_atomic, write_json_atomic
 
 # ----------------------------------------------------------------------------- the paper's numbers
@@ -214,13 +215,15 @@ def _anomalysd_seconds(fitted, items, n_fresh: int) -> float:
 
 
 def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselines=(),
-                progress: bool = False, time_only=("protoknn",), **overrides):
+                progress: bool = False, time_only=("protoknn",), prior: dict | None = None, **overrides):
     """fit + evaluate one configuration; returns (metrics table, run info).
 
     The run info holds the shots, seed, fit hash, shot files, stage seconds and
     ``seconds_per_image`` per method: AnomalySD's (see ``_anomalysd_seconds``), each baseline's
     ``predict`` and, when baselines are run, the prototype kNN map's (timed with
-    ``baselines.ProtoKNN``; its metrics come from the evaluation itself).
+    ``baselines.ProtoKNN``; its metrics come from the evaluation itself). ``prior`` is the work
+    that other processes did for this setting before (``schedule.py``: the fine-tune, scored
+    images and their seconds); it is added to the run info.
     """
     from .evaluate import _cache_path, test_items
 
@@ -235,6 +238,11 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
         df = pd.concat([df, run_baselines(fitted, baselines, time_only=time_only)], ignore_index=True)
     df.insert(0, "setting", setting)
     st = fitted.timer.stages
+    prior = prior or {}
+    n_fresh += prior.get("n_fresh", 0)
+    st["score"] = st.get("score", 0.0) + prior.get("score_seconds", 0.0)
+    if prior.get("finetune_seconds"):
+        st["finetune"] = st.get("finetune", 0.0) + prior["finetune_seconds"]
     secs = {"anomalysd": _anomalysd_seconds(fitted, items, n_fresh)}
     for name in list(baselines) + list(time_only if baselines else ()):
         if f"{name}_per_image_s" in st:
@@ -243,9 +251,11 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
     ft_times = json.loads(done.read_text()).get("times", {}) if done.is_file() and cfg.shots > 0 else {}
     info = {"setting": setting, "shots": cfg.shots, "seed": cfg.seed, "fit_hash": fitted.fit_hash,
             "shot_files": fitted.shot_files, "stage_seconds": dict(st),
-            "wall_seconds": time.perf_counter() - t0, "overrides": {k: v for k, v in overrides.items()},
+            "wall_seconds": time.perf_counter() - t0 + prior.get("worker_seconds", 0.0),
+            "overrides": {k: v for k, v in overrides.items()},
             "n_test_images": len(items), "n_fresh_images": n_fresh, "seconds_per_image": secs,
-            "finetune_seconds": ft_times, "finetune_reused": bool(fitted.finetune_info.get("reused")),
+            "finetune_seconds": ft_times,
+            "finetune_reused": bool(prior.get("finetune_reused", fitted.finetune_info.get("reused"))),
             "skipped_baselines": dict(fitted.skipped_baselines)}
     return df, info
 
@@ -362,87 +372,6 @@ def _write(profile: str, name: str, df: pd.DataFrame, runs: list, seeds, t0: flo
         signature=sig, **extra))
     write_csv_atomic(csv_path, df)
     return True
-
-
-def _cores() -> int:
-    """CPU cores this process may use (its affinity where the OS reports one)."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def default_workers(profile: str, n_settings: int, **over) -> int:
-    """Processes for the settings of one table: ``ANOMALYSD_WORKERS`` if set, else one per CPU
-    core (at most 8 and at most one per setting) on a CPU device, and 1 on a GPU (one device,
-    one process; scale out across GPUs with ``parallel.py``)."""
-    import os
-
-    from .utils import resolve_device
-
-    env = os.environ.get("ANOMALYSD_WORKERS", "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"ANOMALYSD_WORKERS must be an integer, got {env!r}") from None
-        return max(1, min(n, n_settings))
-    from dataclasses import fields
-
-    from .config import Config
-
-    names = {f.name for f in fields(Config)}
-    if resolve_device(get_config(profile, **{k: v for k, v in over.items() if k in names}).device).type != "cpu":
-        return 1
-    return max(1, min(_cores(), 8, n_settings))
-
-
-def _run_in_worker(job):
-    """One setting in a worker process (``torch`` threads set first; spawn start method)."""
-    profile, label, over, threads = job
-    torch.set_num_threads(threads)
-    try:
-        return run_setting(profile, setting=label, **over)
-    except Exception as e:  # name the setting: the pool's traceback alone does not
-        raise RuntimeError(f"setting {label!r} of profile {profile!r} failed: {type(e).__name__}: {e}") from e
-
-
-def run_settings(profile: str, settings: list, workers: int | None = None, log=print) -> list:
-    """``run_setting`` for every (label, overrides); returns [(table, run info)] in input order.
-
-    Settings with identical overrides are computed once (Table 4's "designed" and "hierarchical"
-    rows are the same run). With ``workers`` > 1 they run in that many spawned processes with
-    ``cores // workers`` torch threads each: the settings are independent (each seeds itself,
-    fine-tunes are locked per configuration), so the tables equal a one-process run's. On a
-    2-core CPU two single-thread processes finish a table in about half the time of one.
-    """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
-    key = lambda over: json.dumps(over, sort_keys=True, default=str)  # noqa: E731
-    unique: dict[str, tuple[str, dict]] = {}
-    for label, over in settings:
-        unique.setdefault(key(over), (label, over))
-    n = min(workers or default_workers(profile, len(unique), **settings[0][1]), len(unique))
-    done: dict[str, tuple] = {}
-    if n <= 1:
-        for k, (label, over) in unique.items():
-            done[k] = run_setting(profile, setting=label, **over)
-    else:
-        threads = max(1, _cores() // n)
-        log(f"{len(unique)} settings in {n} worker processes ({threads} torch thread(s) each)")
-        with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
-            futs = {pool.submit(_run_in_worker, (profile, label, over, threads)): k
-                    for k, (label, over) in unique.items()}
-            for f in as_completed(futs):
-                done[futs[f]] = f.result()
-                log(f"  done: {done[futs[f]][1]['setting']} ({done[futs[f]][1]['wall_seconds']:.0f} s)")
-    out = []
-    for label, over in settings:
-        df, info = done[key(over)]
-        df = df.copy()
-        df["setting"] = label
-        out.append((df, {**info, "setting": label}))
-    return out
 
 
 def _collect(profile, name, settings, seeds, write, post=None, results_dir=None, common=None,

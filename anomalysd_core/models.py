@@ -163,6 +163,9 @@ def load_components(cfg, device=None, unet_path: str | None = None, vae_path: st
     check_architecture(unet, vae, text.dim, unet_path or base)
     for m in (vae, unet, text):
         m.requires_grad_(False).eval().to(device)
+    if device.type == "cpu":  # oneDNN's convolutions are faster on channels-last tensors (~7% here)
+        for m in (vae, unet):
+            m.to(memory_format=torch.channels_last)
     return Components(vae, unet, text, sched, device, dtype)
 
 

@@ -16,7 +16,6 @@ Nothing here ever sees an evaluation class; that keeps the zero- and few-shot se
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from anomalysd_core import experiments as ex
+from anomalysd_core import schedule
 from anomalysd_core.evaluate import METRIC_COLUMNS
 
 
@@ -265,20 +266,47 @@ def test_parallel_settings_equal_one_process(over, tmp_path, monkeypatch):
     two = ex.noise_sweep("smoke", workers=2, **{**kw, "out_dir": str(tmp_path / "two")})
     one = ex.noise_sweep("smoke", workers=1, **{**kw, "out_dir": str(tmp_path / "one")})
     pd.testing.assert_frame_equal(two.reset_index(drop=True), one.reset_index(drop=True))
-    reused = [r["finetune_reused"] for r in two.attrs["runs"]]
-    assert sorted(reused) == [False, True]  # fine-tuned once, under the lock
-    assert [r["setting"] for r in two.attrs["runs"]] == ["lambda=0.3", "lambda=0.6"]
+    runs = two.attrs["runs"]
+    assert [r["finetune_reused"] for r in runs] == [False, True]  # one fine-tune task for both
+    assert [r["setting"] for r in runs] == ["lambda=0.3", "lambda=0.6"]
+    # every image was scored by the class tasks and is counted in its setting's run info
+    assert [r["n_fresh_images"] for r in runs] == [r["n_test_images"] for r in runs]
+    assert runs[0]["stage_seconds"]["finetune"] > 0 and all(r["seconds_per_image"]["anomalysd"] > 0 for r in runs)
+
+
+@pytest.mark.slow
+def test_pool_scores_a_shared_cache_once(over, tmp_path, monkeypatch):
+    """Two settings that differ only in how the maps are fused share their cache folder: its
+    classes are scored once, and both tables come out of it."""
+    monkeypatch.delenv("ANOMALYSD_WORKERS", raising=False)
+    base = {**over, "grid_scales": (1,), "shots": 0, "out_dir": str(tmp_path / "runs")}
+    todo, cache, missing = schedule.plan("smoke", base)
+    assert todo is None and len(missing) == 3  # zero shots: nothing to fine-tune, 3 classes to score
+    out = schedule.run_settings("smoke", [("a", base), ("b", {**base, "variants": ("ms", "full")})], workers=2)
+    (da, ia), (db, ib) = out
+    assert ia["n_fresh_images"] + ib["n_fresh_images"] == ia["n_test_images"] == 18
+    assert set(db["variant"]) == {"ms", "full"} and set(da["variant"]) == {"ms+proto"}
+    assert schedule.plan("smoke", base)[2] == []  # all cached now
+
+
+@pytest.mark.slow
+def test_pool_failure_names_the_setting(over, tmp_path, monkeypatch):
+    monkeypatch.delenv("ANOMALYSD_WORKERS", raising=False)
+    good = {**over, "grid_scales": (1,), "shots": 0, "out_dir": str(tmp_path / "runs")}
+    bad = {**good, "shots": 1, "base_model": str(tmp_path / "no-such-model")}
+    with pytest.raises(RuntimeError, match=r"setting 'broken'.*\(fit\).*no-such-model"):
+        schedule.run_settings("smoke", [("fine", good), ("broken", bad)], workers=2)
 
 
 def test_default_workers(monkeypatch):
     monkeypatch.setenv("ANOMALYSD_WORKERS", "3")
-    assert ex.default_workers("smoke", 2) == 2 and ex.default_workers("smoke", 5) == 3
+    assert schedule.default_workers("smoke", 2) == 2 and schedule.default_workers("smoke", 5) == 3
     monkeypatch.setenv("ANOMALYSD_WORKERS", "two")
     with pytest.raises(ValueError, match="ANOMALYSD_WORKERS"):
-        ex.default_workers("smoke", 2)
+        schedule.default_workers("smoke", 2)
     monkeypatch.delenv("ANOMALYSD_WORKERS")
-    assert 1 <= ex.default_workers("smoke", 4, baselines=("patchcore",)) <= 4
-    assert ex.default_workers("smoke", 1) == 1
+    assert 1 <= schedule.default_workers("smoke", 4, baselines=("patchcore",)) <= 4
+    assert schedule.default_workers("smoke", 1) == 1
 
 
 def test_identical_settings_run_once(monkeypatch):
@@ -289,7 +317,7 @@ def test_identical_settings_run_once(monkeypatch):
         return pd.DataFrame({"setting": [setting], "v": [over["x"]]}), {"setting": setting, "wall_seconds": 0}
 
     monkeypatch.setattr(ex, "run_setting", fake)
-    out = ex.run_settings("smoke", [("a", {"x": 1}), ("b", {"x": 2}), ("c", {"x": 1})], workers=1)
+    out = schedule.run_settings("smoke", [("a", {"x": 1}), ("b", {"x": 2}), ("c", {"x": 1})], workers=1)
     assert calls == ["a", "b"]
     assert [d["setting"][0] for d, _ in out] == ["a", "b", "c"] and out[2][0]["v"][0] == 1
     assert [i["setting"] for _, i in out] == ["a", "b", "c"]

@@ -1,0 +1,232 @@
+"""Running the settings of a table on worker processes: fine-tunes, per-class scoring, evaluation.
+
+A setting of a table (a shot count and seed of Table 1, a variant of an ablation) costs a
+fine-tune (if it has shots) and the scoring of every test image; both are cached on disk, the
+fine-tune per configuration (``evaluate.fit_dir``) and the intermediates per image
+(``evaluate.cache_file``). ``run_settings`` splits that work into tasks for a pool of spawned
+processes instead of giving each process a whole setting:
+
+1. ``fit``: one task per fine-tune still to be made (settings that share one wait for the same task);
+2. ``score``: one task per class whose test images are not all cached, queued once its setting's
+   fine-tune exists, so that both cores stay busy until the last few images of a table;
+3. ``final``: ``experiments.run_setting`` once its scoring is done; it reads the cache, fuses the
+   maps, computes the metrics and runs the baselines. The time of the tasks before it is passed in
+   (``prior``), so the run info reports the work of all of them.
+
+Every image is scored with the same seed and the same batch of masks whichever process scores it,
+so the tables equal a one-process run's (``tests/test_experiments.py``). A GPU gets one process
+(``default_workers``): scale out across GPUs with ``parallel.py`` instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import fields
+
+import torch
+
+from .config import Config, get_config
+
+RUN_ARGS = ("variants", "baselines", "time_only", "progress")  # run_setting's, not Config's
+_FITTED: dict = {}  # per worker process: the setting it scored last (its shards come in a row)
+
+
+def _cores() -> int:
+    """CPU cores this process may use (its affinity where the OS reports one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers(profile: str, n_tasks: int, **over) -> int:
+    """Processes for a table: ``ANOMALYSD_WORKERS`` if set, else one per CPU core (at most 8 and
+    at most one per task) on a CPU device, and 1 on a GPU (one device, one process)."""
+    from .utils import resolve_device
+
+    env = os.environ.get("ANOMALYSD_WORKERS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"ANOMALYSD_WORKERS must be an integer, got {env!r}") from None
+        return max(1, min(n, n_tasks))
+    names = {f.name for f in fields(Config)}
+    if resolve_device(get_config(profile, **{k: v for k, v in over.items() if k in names}).device).type != "cpu":
+        return 1
+    return max(1, min(_cores(), 8, n_tasks))
+
+
+def config_overrides(over: dict) -> dict:
+    """The Config fields of a setting's overrides (without ``run_setting``'s own arguments)."""
+    return {k: v for k, v in over.items() if k not in RUN_ARGS}
+
+
+def plan(profile: str, over: dict) -> tuple[str | None, str, list[str]]:
+    """(fine-tune folder still to be made or None, cache folder, classes not all cached there)."""
+    from .evaluate import cache_dir, cache_file, fit_dir, needs_finetune, open_data
+
+    cfg = get_config(profile, **config_overrides(over))
+    d = fit_dir(cfg)
+    todo = str(d) if needs_finetune(cfg) and not (d / "done.json").is_file() else None
+    ds, classes = open_data(cfg)
+    missing = [c for c in classes if not all(cache_file(cfg, s).is_file() for s in ds.test(c))]
+    return todo, str(cache_dir(cfg)), missing
+
+
+def _fitted(profile: str, over: dict):
+    """``evaluate.fit`` of a setting, kept for the next task of this process on the same setting."""
+    from .evaluate import fit
+    from .experiments import frozen_models
+
+    key = json.dumps(over, sort_keys=True, default=str)
+    if key not in _FITTED:
+        _FITTED.clear()
+        cfg = get_config(profile, **config_overrides(over))
+        backbone, distance = frozen_models(cfg)
+        _FITTED[key] = fit(cfg, progress=False, backbone=backbone, distance=distance)
+    return _FITTED[key]
+
+
+def score_class(fitted, cls: str) -> dict:
+    """Compute (and cache) the intermediates of the test images of ``cls`` not cached yet."""
+    from .data import load_sample
+    from .evaluate import _cache_path, intermediates_cached
+
+    n, secs = 0, 0.0
+    for s in fitted.dataset.test(cls):
+        if _cache_path(fitted, s).is_file():
+            continue
+        img, _ = load_sample(s, fitted.cfg.image_size)
+        t0 = time.perf_counter()
+        intermediates_cached(fitted, s, img)
+        secs += time.perf_counter() - t0
+        n += 1
+    return {"n_fresh": n, "score_seconds": secs}
+
+
+def _task(job):
+    """One task in a worker process (see the module docstring); errors name the setting."""
+    kind, profile, label, over, arg, threads = job
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        if kind == "final":
+            from . import experiments
+
+            return experiments.run_setting(profile, setting=label, prior=arg, **over)
+        fitted = _fitted(profile, over)
+        if kind == "fit":
+            out = {"finetune_reused": bool(fitted.finetune_info.get("reused")),
+                   "finetune_seconds": fitted.timer.stages.get("finetune", 0.0)}
+        else:
+            out = score_class(fitted, arg)
+        return {**out, "seconds": time.perf_counter() - t0}
+    except Exception as e:
+        what = f"{kind} of class {arg!r}" if kind == "score" else kind
+        raise RuntimeError(f"setting {label!r} of profile {profile!r} failed ({what}): "
+                           f"{type(e).__name__}: {e}") from e
+
+
+def run_settings(profile: str, settings: list, workers: int | None = None, log=print) -> list:
+    """``experiments.run_setting`` for every (label, overrides); returns [(table, run info)] in
+    input order. Settings with identical overrides are computed once (Table 4's "designed" and
+    "hierarchical" rows are the same run). With more than one worker the work is split into
+    tasks as the module docstring describes, ``cores // workers`` torch threads per process.
+    """
+    from . import experiments
+
+    key = lambda over: json.dumps(over, sort_keys=True, default=str)  # noqa: E731
+    unique: dict[str, tuple[str, dict]] = {}
+    for label, over in settings:
+        unique.setdefault(key(over), (label, over))
+    n = workers or default_workers(profile, 64, **settings[0][1])
+    if n > 1:  # as many processes as there are tasks at most
+        plans = {k: plan(profile, over) for k, (_, over) in unique.items()}
+        n = min(n, len({p[0] for p in plans.values()} - {None})
+                + len({(p[1], c) for p in plans.values() for c in p[2]}))
+    if n <= 1:
+        done = {k: experiments.run_setting(profile, setting=label, **over) for k, (label, over) in unique.items()}
+    else:
+        done = _run_pool(profile, unique, plans, n, log)
+    out = []
+    for label, over in settings:
+        df, info = done[key(over)]
+        df = df.copy()
+        df["setting"] = label
+        out.append((df, {**info, "setting": label}))
+    return out
+
+
+def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
+    """The task graph of the module docstring on ``n`` spawned processes; {setting key: result}."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    threads = max(1, _cores() // n)
+    fits: dict[str, list[str]] = {}      # fine-tune folder -> settings that wait for it
+    for k, (d, _, _) in plans.items():
+        if d is not None:
+            fits.setdefault(d, []).append(k)
+    waiting: dict[tuple, list[str]] = {}  # (cache folder, class) in the queue -> settings waiting
+    scored: set = set()
+    prior = {k: {"n_fresh": 0, "score_seconds": 0.0, "worker_seconds": 0.0} for k in unique}
+    left = {k: len(plans[k][2]) for k in unique}
+    done: dict[str, tuple] = {}
+    log(f"{len(unique)} settings: {len(fits)} fine-tunes, {len({(p[1], c) for p in plans.values() for c in p[2]})} "
+        f"classes to score, in {n} worker processes ({threads} torch thread(s) each)")
+    with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+        futs = {}
+
+        def submit(kind, k, arg=None):
+            label, over = unique[k]
+            futs[pool.submit(_task, (kind, profile, label, over, arg, threads))] = (kind, k, arg)
+
+        def shard_done(k, c):
+            left[k] -= 1
+            if left[k] == 0:
+                submit("final", k, prior[k])
+
+        def scoring(k):  # the setting's model exists: queue its classes (once per cache folder)
+            for c in plans[k][2]:
+                sk = (plans[k][1], c)
+                if sk in scored:
+                    shard_done(k, c)
+                elif sk in waiting:
+                    waiting[sk].append(k)
+                else:
+                    waiting[sk] = [k]
+                    submit("score", k, c)
+            if not plans[k][2]:
+                submit("final", k, prior[k])
+
+        for ks in fits.values():
+            submit("fit", ks[0])
+        for k in unique:
+            if plans[k][0] is None:
+                scoring(k)
+        while futs:
+            finished, _ = wait(futs, return_when=FIRST_COMPLETED)
+            for f in finished:
+                kind, k, arg = futs.pop(f)
+                try:
+                    r = f.result()
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                if kind == "final":
+                    done[k] = r
+                    log(f"  done: {r[1]['setting']} ({r[1]['wall_seconds']:.0f} s of worker time)")
+                    continue
+                prior[k]["worker_seconds"] += r["seconds"]
+                if kind == "fit":
+                    prior[k]["finetune_seconds"] = r["finetune_seconds"]
+                    for k2 in fits[plans[k][0]]:
+                        prior[k2]["finetune_reused"] = k2 != k or r["finetune_reused"]
+                        scoring(k2)
+                else:
+                    prior[k]["n_fresh"] += r["n_fresh"]
+                    prior[k]["score_seconds"] += r["score_seconds"]
+                    sk = (plans[k][1], arg)
+                    scored.add(sk)
+                    for k2 in waiting.pop(sk):
+                        shard_done(k2, arg)
+    return done
