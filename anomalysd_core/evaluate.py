@@ -104,7 +104,7 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         with timer.stage("finetune"), FileLock(run_dir.parent / f".{run_dir.name}.lock"):
             info = finetune(cfg, comp, images, kinds, run_dir, distance=distance, progress=progress)
-        if info["reused"]:  # the in-memory comp is still the base model: load the tuned parts
+        if info["reused"] or info["adopted"]:  # the in-memory comp lacks (some) tuned parts: load them
             comp = load_components(cfg, device, unet_path=info.get("unet"), vae_path=info.get("vae"))
     det = AnomalySD(cfg, comp, backbone, distance)
     with timer.stage("prototypes"):

@@ -256,6 +256,7 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
             "n_test_images": len(items), "n_fresh_images": n_fresh, "seconds_per_image": secs,
             "finetune_seconds": ft_times,
             "finetune_reused": bool(prior.get("finetune_reused", fitted.finetune_info.get("reused"))),
+            "finetune_adopted": dict(fitted.finetune_info.get("adopted", {})),
             "skipped_baselines": dict(fitted.skipped_baselines)}
     return df, info
 

@@ -28,10 +28,19 @@ from .inpaint import masked_image, unet_input
 from .prompts import sample_prompt
 from .utils import atomic_path, write_csv_atomic, write_json_atomic
 
-FINETUNE_KEYS = ["profile", "base_model", "text_encoder", "image_size", "shots", "seed",
-                 "finetune_unet", "finetune_decoder", "mask_design", "prompt_design", "gammas",
-                 "lr", "batch_size", "unet_steps", "decoder_steps", "unet_epochs", "decoder_epochs",
+FINETUNE_KEYS = ["profile", "dataset", "data_root", "classes", "base_model", "text_encoder", "image_size",
+                 "shots", "seed", "finetune_unet", "finetune_decoder", "mask_design", "prompt_design",
+                 "gammas", "lr", "batch_size", "unet_steps", "decoder_steps", "unet_epochs", "decoder_epochs",
                  "lpips_beta", "augment", "distance"]
+# What each module's training reads: the U-Net's (eq 8) and the decoder's (eq 9-10) draws come from
+# their own generators, so a module trained for one configuration is the module another
+# configuration with the same keys would train (Table 3's one-module rows, Table 4's U-Net-only
+# variants share the decoder of the full fine-tune).
+_SHARED_KEYS = ["profile", "dataset", "data_root", "classes", "base_model", "image_size", "shots", "seed",
+                "lr", "batch_size", "augment"]
+MODULE_KEYS = {"unet": _SHARED_KEYS + ["text_encoder", "mask_design", "prompt_design", "gammas",
+                                       "unet_steps", "unet_epochs"],
+               "vae": _SHARED_KEYS + ["decoder_steps", "decoder_epochs", "lpips_beta", "distance"]}
 
 
 def augment(x: torch.Tensor, fg: torch.Tensor, rng: np.random.Generator):
@@ -194,11 +203,48 @@ def finetune_decoder(cfg, comp, data: ShotSet, distance, run_dir: Path, ckpt_eve
     return losses
 
 
+def module_donor(cfg, run_dir: Path, module: str) -> Path | None:
+    """A finished fine-tune beside ``run_dir`` whose ``module`` ("unet" or "vae") was trained with
+    the same ``MODULE_KEYS`` as ``cfg``'s (and so holds the weights ``cfg`` would train), if any."""
+    h = cfg.hash(MODULE_KEYS[module])
+    for done in sorted(Path(run_dir).parent.glob("fit-*/done.json")):
+        if done.parent == Path(run_dir):
+            continue
+        try:
+            info = json.loads(done.read_text())
+        except ValueError:
+            continue
+        if info.get("module_hashes", {}).get(module) == h and (done.parent / module).is_dir():
+            return done.parent
+    return None
+
+
+def _adopt(donor: Path, run_dir: Path, module: str) -> None:
+    """Link (or copy) the donor's trained ``module`` folder into ``run_dir``, atomically."""
+    import os
+    import shutil
+
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    tmp = run_dir / f".{module}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(donor / module, tmp, copy_function=link)
+    shutil.rmtree(run_dir / module, ignore_errors=True)
+    tmp.rename(run_dir / module)
+
+
 def finetune(cfg, comp, shots: dict, kinds: dict, run_dir, distance=None, progress=True) -> dict:
     """Fine-tune what ``cfg`` switches on; write ``unet/``, ``vae/``, ``losses.csv``, ``done.json``.
 
-    Returns {"unet": path or None, "vae": path or None, "reused": bool}. A finished run with the
-    same configuration hash is reused; a different hash in the same folder is an error.
+    Returns {"unet": path or None, "vae": path or None, "reused": bool, "adopted": {module: donor}}.
+    A finished run with the same configuration hash is reused; a different hash in the same folder
+    is an error. A module that another finished fine-tune beside this one trained with the same
+    ``MODULE_KEYS`` is adopted from it (linked, with its losses) instead of trained again; then
+    ``comp`` still holds the base module and the caller loads the returned paths.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -209,30 +255,38 @@ def finetune(cfg, comp, shots: dict, kinds: dict, run_dir, distance=None, progre
         if info.get("hash") != h:
             raise ValueError(f"{run_dir} holds a fine-tune of another configuration "
                              f"(hash {info.get('hash')} != {h}); use another folder")
-        return {**info["paths"], "reused": True}
+        return {**info["paths"], "reused": True, "adopted": info.get("adopted", {})}
     data = ShotSet(shots, kinds)
-    t0 = time.time()
-    rows, paths, times = [], {"unet": None, "vae": None}, {}
-    if cfg.finetune_unet:
-        losses = finetune_unet(cfg, comp, data, run_dir, progress=progress)
-        rows += [{"module": "unet", "step": i, "loss": v} for i, v in enumerate(losses)]
-        comp.unet.save_pretrained(run_dir / "unet")  # float32, as trained
-        comp.unet.to(comp.dtype)  # back to the inference dtype (float16/bfloat16 runs on a GPU)
-        paths["unet"] = str(run_dir / "unet")
-        times["unet_s"] = time.time() - t0
-    if cfg.finetune_decoder:
-        if distance is None:
-            raise ValueError("the decoder fine-tune (eq 10) needs the perceptual distance")
-        t1 = time.time()
-        losses = finetune_decoder(cfg, comp, data, distance, run_dir, progress=progress)
-        rows += [{"module": "decoder", "step": i, "loss": v} for i, v in enumerate(losses)]
-        comp.vae.save_pretrained(run_dir / "vae")
-        comp.vae.to(comp.dtype)
-        paths["vae"] = str(run_dir / "vae")
-        times["decoder_s"] = time.time() - t1
+    rows, paths, times, adopted = [], {"unet": None, "vae": None}, {}, {}
+    wanted = [m for m, on in (("unet", cfg.finetune_unet), ("vae", cfg.finetune_decoder)) if on]
+    if "vae" in wanted and distance is None:
+        raise ValueError("the decoder fine-tune (eq 10) needs the perceptual distance")
+    for module in wanted:
+        t0 = time.time()
+        donor = module_donor(cfg, run_dir, module)
+        if donor is not None:
+            _adopt(donor, run_dir, module)
+            old = pd.read_csv(donor / "losses.csv")
+            tag = "unet" if module == "unet" else "decoder"
+            rows += old[old["module"] == tag].to_dict("records")
+            adopted[module] = donor.name
+        elif module == "unet":
+            losses = finetune_unet(cfg, comp, data, run_dir, progress=progress)
+            rows += [{"module": "unet", "step": i, "loss": v} for i, v in enumerate(losses)]
+            comp.unet.save_pretrained(run_dir / "unet")  # float32, as trained
+            comp.unet.to(comp.dtype)  # back to the inference dtype (float16/bfloat16 runs on a GPU)
+            times["unet_s"] = time.time() - t0
+        else:
+            losses = finetune_decoder(cfg, comp, data, distance, run_dir, progress=progress)
+            rows += [{"module": "decoder", "step": i, "loss": v} for i, v in enumerate(losses)]
+            comp.vae.save_pretrained(run_dir / "vae")
+            comp.vae.to(comp.dtype)
+            times["decoder_s"] = time.time() - t0
+        paths[module] = str(run_dir / module)
     write_csv_atomic(run_dir / "losses.csv", pd.DataFrame(rows, columns=["module", "step", "loss"]))
     write_json_atomic(done, {"hash": h, "paths": paths, "times": times, "n_images": len(data),
-                             "config": {k: cfg.to_dict()[k] for k in FINETUNE_KEYS}})
+                             "module_hashes": {m: cfg.hash(MODULE_KEYS[m]) for m in wanted},
+                             "adopted": adopted, "config": {k: cfg.to_dict()[k] for k in FINETUNE_KEYS}})
     for name in ("unet_ckpt.pt", "decoder_ckpt.pt"):
         (run_dir / name).unlink(missing_ok=True)
-    return {**paths, "reused": False}
+    return {**paths, "reused": False, "adopted": adopted}

@@ -79,7 +79,11 @@ print(f"profile {cfg.profile}: {cfg.shots} shot(s) per class, seed {cfg.seed}, {
 # `evaluate.fit` draws $K$ normal training images per class with the seed (the draw is logged in
 # every results file), fine-tunes one model on all of them and builds the prototype banks used
 # later by the detector. Its folder, `runs/<profile>/fit-<hash>`, is keyed by a hash of every
-# setting that changes the fine-tune; a finished fine-tune with the same hash is reused.
+# setting that changes the fine-tune; a finished fine-tune with the same hash is reused. The two
+# modules draw their noise, timesteps and batches from generators of their own, so a module that
+# another finished fine-tune trained with the same settings of that module
+# (`finetune.MODULE_KEYS`) is taken from it instead of trained again: the ablations of Tables 3
+# and 4 share the full method's decoder, and Table 3's one-module rows its modules.
 
 # %%
 backbone, distance = ex.frozen_models(cfg)

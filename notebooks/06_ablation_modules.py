@@ -24,7 +24,10 @@
 # 2. decoder only; 3. denoiser (U-Net) only; 4. both (the full method).
 #
 # The shots, the seed of the shot draw, the prototype banks and every inference setting are the
-# same in all four runs; only the fine-tuned modules change.
+# same in all four runs; only the fine-tuned modules change. The one-module rows take their module
+# from the full fine-tune (each module's training has its own seeded draws, so it is the module
+# they would train: `finetune.MODULE_KEYS`), so the rows differ in what is tuned and not in
+# training noise.
 #
 # ## Prerequisites
 #
@@ -33,8 +36,8 @@
 # | {doc}`03_finetuning` | Necessary | the two fine-tuning losses |
 # | {doc}`05_main_results` | Helpful | the metrics, and the seed-to-seed spread used as a yardstick |
 #
-# **Time to learn**: 10 minutes. **Run time**: a quarter of an hour on a 2-core CPU for the mini
-# profile (two fine-tunes and three evaluations; the "both" setting is shared with Table 1 and read
+# **Time to learn**: 10 minutes. **Run time**: about five minutes on a 2-core CPU for the mini
+# profile (three evaluations; the "both" setting and its modules are shared with Table 1 and read
 # from the cache).
 #
 # ## Imports

@@ -167,3 +167,43 @@ def test_finetune_returns_components_in_the_inference_dtype(tiny_cfg, tmp_path):
     x = torch.from_numpy(SHOTS["wood"][0]).permute(2, 0, 1)[None]
     out = inpaint(comp, x, grid_masks(64, (1,))[0].float(), ctx, strength=0.5, steps=4)
     assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
+
+
+def test_modules_adopted_from_a_finished_finetune(tiny_cfg, tmp_path, monkeypatch):
+    """Table 3's one-module rows and Table 4's U-Net-only variants take the module that a finished
+    fine-tune beside them trained with the same module keys (linked, losses included), and train
+    only what differs; the module keys are those each module's training reads."""
+    from dataclasses import replace
+
+    from anomalysd_core.features import build_distance
+
+    dist = build_distance("lpips_alex", pretrained=False)
+    full = _cfg(tiny_cfg, unet_steps=1, decoder_steps=1, finetune_decoder=True)
+    ft.finetune(full, load_components(full), SHOTS, KINDS, tmp_path / "fit-full", distance=dist, progress=False)
+    trained = []
+    real_unet, real_dec = ft.finetune_unet, ft.finetune_decoder
+    monkeypatch.setattr(ft, "finetune_unet", lambda *a, **k: trained.append("unet") or real_unet(*a, **k))
+    monkeypatch.setattr(ft, "finetune_decoder", lambda *a, **k: trained.append("vae") or real_dec(*a, **k))
+
+    dec_only = replace(full, finetune_unet=False)
+    info = ft.finetune(dec_only, load_components(dec_only), SHOTS, KINDS, tmp_path / "fit-dec", distance=dist,
+                       progress=False)
+    assert trained == [] and info["adopted"] == {"vae": "fit-full"} and info["unet"] is None
+    for f in (tmp_path / "fit-full" / "vae").iterdir():  # the same weights, linked or copied
+        assert (tmp_path / "fit-dec" / "vae" / f.name).read_bytes() == f.read_bytes()
+    losses = __import__("pandas").read_csv(tmp_path / "fit-dec" / "losses.csv")
+    assert set(losses["module"]) == {"decoder"} and len(losses) == 1
+
+    random_masks = replace(full, mask_design="random")  # the U-Net trains anew, the decoder is shared
+    info = ft.finetune(random_masks, load_components(random_masks), SHOTS, KINDS, tmp_path / "fit-rand",
+                       distance=dist, progress=False)
+    assert trained == ["unet"] and not info["reused"]
+    assert info["adopted"]["vae"] in ("fit-full", "fit-dec") and set(info["adopted"]) == {"vae"}
+    done = json.loads((tmp_path / "fit-rand" / "done.json").read_text())
+    assert set(done["times"]) == {"unet_s"} and done["module_hashes"]["vae"] == full.hash(ft.MODULE_KEYS["vae"])
+    # another decoder setting (beta of eq 10) is not the same module: it is trained
+    ft.finetune(replace(full, lpips_beta=0.5, finetune_unet=False), load_components(full), SHOTS, KINDS,
+                tmp_path / "fit-beta", distance=dist, progress=False)
+    assert trained == ["unet", "vae"]
+    # a module keyed on data it was not trained on is never adopted
+    assert ft.module_donor(replace(full, data_root="elsewhere"), tmp_path / "fit-x", "vae") is None
