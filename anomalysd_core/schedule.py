@@ -103,6 +103,20 @@ def score_class(fitted, cls: str) -> dict:
     return {"n_fresh": n, "score_seconds": secs}
 
 
+def _init_worker(parent: int) -> None:
+    """Make a worker exit with the process that started it (Linux), so that a killed notebook or
+    run leaves no worker computing on; elsewhere a worker stops after its current task."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
 def _task(job):
     """One task in a worker process (see the module docstring); errors name the setting."""
     kind, profile, label, over, arg, threads = job
@@ -173,7 +187,8 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
     done: dict[str, tuple] = {}
     log(f"{len(unique)} settings: {len(fits)} fine-tunes, {len({(p[1], c) for p in plans.values() for c in p[2]})} "
         f"classes to score, in {n} worker processes ({threads} torch thread(s) each)")
-    with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(os.getpid(),)) as pool:
         futs = {}
 
         def submit(kind, k, arg=None):

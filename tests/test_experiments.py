@@ -1,6 +1,8 @@
 """``experiments``: the paper's numbers, the report helpers (on synthetic tables, fast) and the table
 functions end to end at the smoke profile (results written atomically where asked, timings kept)."""
 import json
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -350,3 +352,34 @@ def test_same_draw_shots():
     runs += [{"shots": 0, "seed": s, "shot_files": {"a": []}} for s in range(3)]
     assert ex.same_draw_shots(runs) == [4]
     assert ex.same_draw_shots(runs[:1]) == []  # one seed: nothing to compare
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_pool_workers_exit_with_a_killed_parent(over, tmp_path):
+    """A killed notebook kernel or run does not leave its workers computing on."""
+    psutil = pytest.importorskip("psutil")
+    import signal
+    import subprocess
+
+    base = {**over, "shots": 0, "out_dir": str(tmp_path / "runs")}
+    settings = [(f"seed {s}", {**base, "seed": s}) for s in range(4)]
+    code = ("import json, sys; from anomalysd_core import schedule; "
+            "schedule.run_settings('smoke', json.loads(sys.argv[1]), workers=2)")
+    parent = subprocess.Popen([sys.executable, "-c", code, json.dumps(settings)])
+    try:
+        deadline = time.time() + 120
+        workers = []
+        while time.time() < deadline and len(workers) < 2:  # the pool's 2 workers (+ its tracker)
+            workers = [c for c in psutil.Process(parent.pid).children(recursive=True)
+                       if "spawn_main" in " ".join(c.cmdline())]
+            time.sleep(0.2)
+        assert len(workers) == 2, "the pool did not start"
+        while time.time() < deadline and not list((tmp_path / "runs").rglob("*.npz")):
+            time.sleep(0.2)  # until the workers compute (past their initialiser)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        parent.kill()
