@@ -203,6 +203,12 @@ def finetune_decoder(cfg, comp, data: ShotSet, distance, run_dir: Path, ckpt_eve
     return losses
 
 
+def module_hashes(cfg) -> dict:
+    """{module: hash of its MODULE_KEYS} for the modules that ``cfg`` fine-tunes."""
+    return {m: cfg.hash(MODULE_KEYS[m]) for m, on in (("unet", cfg.finetune_unet), ("vae", cfg.finetune_decoder))
+            if on}
+
+
 def module_donor(cfg, run_dir: Path, module: str) -> Path | None:
     """A finished fine-tune beside ``run_dir`` whose ``module`` ("unet" or "vae") was trained with
     the same ``MODULE_KEYS`` as ``cfg``'s (and so holds the weights ``cfg`` would train), if any."""
@@ -285,7 +291,7 @@ def finetune(cfg, comp, shots: dict, kinds: dict, run_dir, distance=None, progre
         paths[module] = str(run_dir / module)
     write_csv_atomic(run_dir / "losses.csv", pd.DataFrame(rows, columns=["module", "step", "loss"]))
     write_json_atomic(done, {"hash": h, "paths": paths, "times": times, "n_images": len(data),
-                             "module_hashes": {m: cfg.hash(MODULE_KEYS[m]) for m in wanted},
+                             "module_hashes": module_hashes(cfg),
                              "adopted": adopted, "config": {k: cfg.to_dict()[k] for k in FINETUNE_KEYS}})
     for name in ("unet_ckpt.pt", "decoder_ckpt.pt"):
         (run_dir / name).unlink(missing_ok=True)

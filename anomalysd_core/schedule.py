@@ -6,7 +6,9 @@ fine-tune per configuration (``evaluate.fit_dir``) and the intermediates per ima
 (``evaluate.cache_file``). ``run_settings`` splits that work into tasks for a pool of spawned
 processes instead of giving each process a whole setting:
 
-1. ``fit``: one task per fine-tune still to be made (settings that share one wait for the same task);
+1. ``fit``: one task per fine-tune still to be made (settings that share one wait for the same task;
+   a fine-tune of one module waits for a pending fine-tune of both that trains the same module, and
+   takes it from there: ``finetune.module_donor``);
 2. ``score``: one task per class whose test images are not all cached, queued once its setting's
    fine-tune exists, so that both cores stay busy until the last few images of a table;
 3. ``final``: ``experiments.run_setting`` once its scoring is done; it reads the cache, fuses the
@@ -170,6 +172,21 @@ def run_settings(profile: str, settings: list, workers: int | None = None, log=p
     return out
 
 
+def _fit_order(profile: str, unique: dict, fits: dict) -> dict:
+    """{fine-tune folder: the pending one-module fine-tunes that should wait for it}: those whose
+    module it trains too (Table 3's one-module rows wait for "both" and adopt its module)."""
+    from .finetune import module_hashes
+
+    mods = {d: module_hashes(get_config(profile, **config_overrides(unique[ks[0]][1]))) for d, ks in fits.items()}
+    after: dict[str, list[str]] = {}
+    for d in fits:
+        for g in fits:
+            if len(mods[g]) > len(mods[d]) and set(mods[d].items()) <= set(mods[g].items()):
+                after.setdefault(g, []).append(d)
+                break
+    return after
+
+
 def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
     """The task graph of the module docstring on ``n`` spawned processes; {setting key: result}."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -180,6 +197,7 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
     for k, (d, _, _) in plans.items():
         if d is not None:
             fits.setdefault(d, []).append(k)
+    after = _fit_order(profile, unique, fits)  # fine-tune folder -> those that take a module from it
     waiting: dict[tuple, list[str]] = {}  # (cache folder, class) in the queue -> settings waiting
     scored: set = set()
     prior = {k: {"n_fresh": 0, "score_seconds": 0.0, "worker_seconds": 0.0} for k in unique}
@@ -213,8 +231,9 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
             if not plans[k][2]:
                 submit("final", k, prior[k])
 
-        for ks in fits.values():
-            submit("fit", ks[0])
+        for d, ks in fits.items():
+            if not any(d in later for later in after.values()):
+                submit("fit", ks[0])
         for k in unique:
             if plans[k][0] is None:
                 scoring(k)
@@ -237,6 +256,8 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
                     for k2 in fits[plans[k][0]]:
                         prior[k2]["finetune_reused"] = k2 != k or r["finetune_reused"]
                         scoring(k2)
+                    for d in after.get(plans[k][0], []):
+                        submit("fit", fits[d][0])
                 else:
                     prior[k]["n_fresh"] += r["n_fresh"]
                     prior[k]["score_seconds"] += r["score_seconds"]

@@ -383,3 +383,17 @@ def test_pool_workers_exit_with_a_killed_parent(over, tmp_path):
         assert not alive, [p.pid for p in alive]
     finally:
         parent.kill()
+
+
+@pytest.mark.slow
+def test_pool_one_module_fits_wait_for_the_full_one(over, tmp_path, monkeypatch):
+    """On a fresh folder Table 3's one-module rows wait for "both" and take its modules."""
+    monkeypatch.delenv("ANOMALYSD_WORKERS", raising=False)
+    df = ex.table3("smoke", write=False, workers=2, **{**over, "grid_scales": (1,), "out_dir": str(tmp_path / "r")})
+    runs = {r["setting"]: r for r in df.attrs["runs"]}
+    full = runs["both"]
+    assert full["finetune_adopted"] == {} and set(full["finetune_seconds"]) == {"unet_s", "decoder_s"}
+    donor = "fit-" + full["fit_hash"]
+    assert runs["decoder only"]["finetune_adopted"] == {"vae": donor}
+    assert runs["denoiser only"]["finetune_adopted"] == {"unet": donor}
+    assert not runs["decoder only"]["finetune_seconds"] and not runs["denoiser only"]["finetune_seconds"]
