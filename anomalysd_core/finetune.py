@@ -264,7 +264,7 @@ def finetune(cfg, comp, shots: dict, kinds: dict, run_dir, distance=None, progre
         return {**info["paths"], "reused": True, "adopted": info.get("adopted", {})}
     data = ShotSet(shots, kinds)
     rows, paths, times, adopted = [], {"unet": None, "vae": None}, {}, {}
-    wanted = [m for m, on in (("unet", cfg.finetune_unet), ("vae", cfg.finetune_decoder)) if on]
+    wanted = list(module_hashes(cfg))
     if "vae" in wanted and distance is None:
         raise ValueError("the decoder fine-tune (eq 10) needs the perceptual distance")
     for module in wanted:

@@ -24,11 +24,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import fields
 
 import torch
 
-from .config import Config, get_config
+from .config import get_config
 
 RUN_ARGS = ("variants", "baselines", "time_only", "progress")  # run_setting's, not Config's
 _FITTED: dict = {}  # per worker process: the setting it scored last (its shards come in a row)
@@ -51,15 +50,20 @@ def default_workers(profile: str, n_tasks: int, **over) -> int:
         except ValueError:
             raise ValueError(f"ANOMALYSD_WORKERS must be an integer, got {env!r}") from None
         return max(1, min(n, n_tasks))
-    names = {f.name for f in fields(Config)}
-    if resolve_device(get_config(profile, **{k: v for k, v in over.items() if k in names}).device).type != "cpu":
+    if resolve_device(get_config(profile, **config_overrides(over)).device).type != "cpu":
         return 1
     return max(1, min(_cores(), 8, n_tasks))
 
 
 def config_overrides(over: dict) -> dict:
-    """The Config fields of a setting's overrides (without ``run_setting``'s own arguments)."""
+    """The Config fields of a setting's overrides: all but ``run_setting``'s own arguments, so
+    that ``get_config`` names a misspelt field instead of ignoring it."""
     return {k: v for k, v in over.items() if k not in RUN_ARGS}
+
+
+def _key(over: dict) -> str:
+    """A setting's identity: its overrides, as stable JSON."""
+    return json.dumps(over, sort_keys=True, default=str)
 
 
 def plan(profile: str, over: dict) -> tuple[str | None, str, list[str]]:
@@ -79,13 +83,12 @@ def _fitted(profile: str, over: dict):
     from .evaluate import fit
     from .experiments import frozen_models
 
-    key = json.dumps(over, sort_keys=True, default=str)
-    if key not in _FITTED:
+    if _key(over) not in _FITTED:
         _FITTED.clear()
         cfg = get_config(profile, **config_overrides(over))
         backbone, distance = frozen_models(cfg)
-        _FITTED[key] = fit(cfg, progress=False, backbone=backbone, distance=distance)
-    return _FITTED[key]
+        _FITTED[_key(over)] = fit(cfg, progress=False, backbone=backbone, distance=distance)
+    return _FITTED[_key(over)]
 
 
 def score_class(fitted, cls: str) -> dict:
@@ -150,26 +153,29 @@ def run_settings(profile: str, settings: list, workers: int | None = None, log=p
     """
     from . import experiments
 
-    key = lambda over: json.dumps(over, sort_keys=True, default=str)  # noqa: E731
     unique: dict[str, tuple[str, dict]] = {}
     for label, over in settings:
-        unique.setdefault(key(over), (label, over))
+        unique.setdefault(_key(over), (label, over))
     n = workers or default_workers(profile, 64, **settings[0][1])
     if n > 1:  # as many processes as there are tasks at most
         plans = {k: plan(profile, over) for k, (_, over) in unique.items()}
-        n = min(n, len({p[0] for p in plans.values()} - {None})
-                + len({(p[1], c) for p in plans.values() for c in p[2]}))
+        n = min(n, len({p[0] for p in plans.values()} - {None}) + len(_shards(plans)))
     if n <= 1:
         done = {k: experiments.run_setting(profile, setting=label, **over) for k, (label, over) in unique.items()}
     else:
         done = _run_pool(profile, unique, plans, n, log)
     out = []
     for label, over in settings:
-        df, info = done[key(over)]
+        df, info = done[_key(over)]
         df = df.copy()
         df["setting"] = label
         out.append((df, {**info, "setting": label}))
     return out
+
+
+def _shards(plans: dict) -> set:
+    """The (cache folder, class) pairs still to score: one task each, whatever shares them."""
+    return {(cache, c) for _, cache, missing in plans.values() for c in missing}
 
 
 def _fit_order(profile: str, unique: dict, fits: dict) -> dict:
@@ -203,8 +209,7 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
     prior = {k: {"n_fresh": 0, "score_seconds": 0.0, "worker_seconds": 0.0} for k in unique}
     left = {k: len(plans[k][2]) for k in unique}
     done: dict[str, tuple] = {}
-    log(f"{len(unique)} settings: {len(fits)} fine-tunes, {len({(p[1], c) for p in plans.values() for c in p[2]})} "
-        f"classes to score, in {n} worker processes ({threads} torch thread(s) each)")
+    log(f"{len(unique)} settings: {len(fits)} fine-tunes, {len(_shards(plans))} classes to score, in {n} worker processes ({threads} torch thread(s) each)")
     with ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(os.getpid(),)) as pool:
         futs = {}
