@@ -29,6 +29,8 @@ from .utils import Timer, provenance, resolve_device, seed_everything, write_csv
 
 INFER_KEYS = ["num_inference_steps", "noise_strength", "noise_strength_per_class", "grid_scales",
               "prompt_design", "distance", "backbone", "image_size", "dtype"]
+LATENT_KEYS = ["dataset", "data_root", "base_model", "text_encoder", "prompt_design", "image_size", "grid_scales",
+               "num_inference_steps", "noise_strength", "noise_strength_per_class", "dtype", "seed"]
 METRIC_COLUMNS = ["i_auroc", "i_aupr", "i_f1max", "p_auroc", "p_pro", "p_f1max"]
 
 
@@ -44,6 +46,7 @@ class Fitted:
     timer: Timer = field(default_factory=Timer)
     finetune_info: dict = field(default_factory=dict)
     skipped_baselines: dict = field(default_factory=dict)  # name -> why it could not run here
+    counts: dict = field(default_factory=dict)  # "latents_reused": images scored from stored latents
 
     @property
     def shot_files(self) -> dict:
@@ -133,27 +136,77 @@ def _cache_path(fitted: Fitted, sample) -> Path:
     return cache_file(fitted.cfg, sample)
 
 
+def unet_id(cfg) -> str:
+    """Which U-Net scores with ``cfg``: the hash of its fine-tune (``finetune.MODULE_KEYS``) or "base"."""
+    from .finetune import module_hashes
+
+    return (module_hashes(cfg).get("unet") if needs_finetune(cfg) else None) or "base"
+
+
+def latent_dir(cfg) -> Path:
+    """Folder of the grid masks' denoised latents of ``cfg`` (eq 11 before the decoder), keyed by
+    what they depend on: the U-Net, the data, the prompt and the inference settings, not the
+    decoder, the shots of M^(p) or the distance. Table 3's "decoder only" decodes the latents of
+    the base model (Table 1's zero-shot run of its seed) and "denoiser only" those of the full
+    method, instead of denoising again."""
+    return Path(cfg.out_dir) / cfg.profile / "latents" / (cfg.hash(LATENT_KEYS) + "-" + unet_id(cfg))
+
+
+def latent_file(cfg, sample) -> Path:
+    return latent_dir(cfg) / sample.cls / (Path(sample.relpath).as_posix().replace("/", "__") + ".npz")
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    from .utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def _scale_maps(inter: Intermediates, grid: np.ndarray) -> tuple[list, np.ndarray]:
+    per = inter.scale_maps(grid)
+    return sorted(per), np.stack([per[k] for k in sorted(per)])
+
+
 def intermediates_cached(fitted: Fitted, sample, img) -> Intermediates:
-    """Intermediates of one test image, from the cache when the same settings made them before."""
+    """Intermediates of one test image, from the cache when the same settings made them before.
+
+    The cache holds what fusing needs: the per-scale maps S^(k) of eq 18 (float16; each pixel of
+    S^(k) is one grid inpainting's distance, so this equals fusing the rounded distance maps),
+    D(x, x^_p), M^(p) and E. On a miss the grid latents are taken from ``latent_file`` when a
+    setting with the same U-Net stored them (counted in ``fitted.counts["latents_reused"]``),
+    else computed and stored there.
+    """
     p = _cache_path(fitted, sample)
+    grid = fitted.detector.grid_np
     if p.is_file():
         z = np.load(p, allow_pickle=False)
-        return Intermediates(D_grid=z["D_grid"].astype(np.float32), index=[tuple(r) for r in z["index"]],
+        if "S" in z:
+            per = {int(k): m.astype(np.float32) for k, m in zip(z["scales"], z["S"])}
+        else:  # written before the per-scale format: the N distance maps
+            per = Intermediates(z["D_grid"].astype(np.float32), [tuple(r) for r in z["index"]]).scale_maps(grid)
+        return Intermediates(D_grid=None, index=fitted.detector.index, per_scale=per,
                              D_proto=z["D_proto"].astype(np.float32) if "D_proto" in z else None,
                              proto_mask=z["proto_mask"] if "proto_mask" in z else None,
                              error_map=z["error_map"] if "error_map" in z else None)
-    inter = fitted.detector.intermediates(img, sample.cls, seed=fitted.cfg.seed)
-    arrays = {"D_grid": inter.D_grid.astype(np.float16), "index": np.array(inter.index)}
+    lf = latent_file(fitted.cfg, sample)
+    lat = torch.from_numpy(np.load(lf, allow_pickle=False)["z"]) if lf.is_file() else None
+    with fitted.timer.stage("score" if lat is None else "score_from_latents"):
+        inter = fitted.detector.intermediates(img, sample.cls, seed=fitted.cfg.seed, grid_latents=lat)
+    if lat is None:
+        _save_npz(lf, z=inter.grid_latents.numpy())
+    else:
+        fitted.counts["latents_reused"] = fitted.counts.get("latents_reused", 0) + 1
+    scales, S = _scale_maps(inter, grid)
+    arrays = {"S": S.astype(np.float16), "scales": np.array(scales)}
     if inter.D_proto is not None:
         arrays.update(D_proto=inter.D_proto.astype(np.float16), proto_mask=inter.proto_mask,
                       error_map=inter.error_map)
-    from .utils import atomic_path
-
-    with atomic_path(p) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+    _save_npz(p, **arrays)
     # return what the cache holds (float16-rounded maps), so a cached re-run gives the same numbers
-    return Intermediates(D_grid=arrays["D_grid"].astype(np.float32), index=inter.index,
+    return Intermediates(D_grid=None, index=inter.index,
+                         per_scale={k: m.astype(np.float32) for k, m in zip(scales, arrays["S"])},
                          D_proto=arrays["D_proto"].astype(np.float32) if "D_proto" in arrays else None,
                          proto_mask=inter.proto_mask, error_map=inter.error_map)
 
@@ -189,8 +242,7 @@ def score_item(fitted: Fitted, sample, combos_, with_baseline: bool = True) -> d
     """
     cfg, det = fitted.cfg, fitted.detector
     img, mask = data_mod.load_sample(sample, cfg.image_size)
-    with fitted.timer.stage("score"):
-        inter = intermediates_cached(fitted, sample, img)
+    inter = intermediates_cached(fitted, sample, img)
     fused = {}
     for v, a in combos_:
         sm = det.fuse(inter, variant=v, alpha=a)

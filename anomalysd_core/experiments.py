@@ -195,8 +195,8 @@ def frozen_models(cfg):
 def _anomalysd_seconds(fitted, items, n_fresh: int) -> float:
     """Seconds per test image of AnomalySD's expensive part (inpaintings, distances, M^(p)).
 
-    Measured on the images whose intermediates were computed in this run (cache reads take
-    milliseconds) and stored as ``timing.json`` in the cache folder of these settings, so a fully
+    Measured on the ``n_fresh`` images whose intermediates were computed in this run from the
+    start (cache reads take milliseconds; images decoded from stored latents are left out) and stored as ``timing.json`` in the cache folder of these settings, so a fully
     cached re-run reports the time of the run that computed them (NaN if none is known).
     """
     from .evaluate import _cache_path
@@ -240,10 +240,11 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
     st = fitted.timer.stages
     prior = prior or {}
     n_fresh += prior.get("n_fresh", 0)
+    n_reused = fitted.counts.get("latents_reused", 0) + prior.get("n_latents_reused", 0)
     st["score"] = st.get("score", 0.0) + prior.get("score_seconds", 0.0)
     if prior.get("finetune_seconds"):
         st["finetune"] = st.get("finetune", 0.0) + prior["finetune_seconds"]
-    secs = {"anomalysd": _anomalysd_seconds(fitted, items, n_fresh)}
+    secs = {"anomalysd": _anomalysd_seconds(fitted, items, n_fresh - n_reused)}
     for name in list(baselines) + list(time_only if baselines else ()):
         if f"{name}_per_image_s" in st:
             secs["proto-knn" if name == "protoknn" else name] = st[f"{name}_per_image_s"]
@@ -253,7 +254,8 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
             "shot_files": fitted.shot_files, "stage_seconds": dict(st),
             "wall_seconds": time.perf_counter() - t0 + prior.get("worker_seconds", 0.0),
             "overrides": {k: v for k, v in overrides.items()},
-            "n_test_images": len(items), "n_fresh_images": n_fresh, "seconds_per_image": secs,
+            "n_test_images": len(items), "n_fresh_images": n_fresh,
+            "n_latents_reused": n_reused, "seconds_per_image": secs,
             "finetune_seconds": ft_times,
             "finetune_reused": bool(prior.get("finetune_reused", fitted.finetune_info.get("reused"))),
             "finetune_adopted": dict(fitted.finetune_info.get("adopted", {})),

@@ -88,12 +88,25 @@ def inpaint(comp: Components, x: torch.Tensor, masks: torch.Tensor, context: tor
     """Inpaint one image under N masks at once (eq 11). Returns x^ (N,3,H,W) in [0, 1].
 
     x: (1,3,H,W) in [0, 1]; masks: (N,1,H,W) in {0, 1}; context: (1,L,d) text embedding.
+    ``denoise`` (steps 1-3) followed by ``decode`` (step 4), chunk by chunk as before.
+    """
+    batch = batch or auto_batch(comp, masks.shape[0])
+    return decode(comp, denoise(comp, x, masks, context, strength, steps, seed, batch), batch)
+
+
+@torch.inference_mode()
+def denoise(comp: Components, x: torch.Tensor, masks: torch.Tensor, context: torch.Tensor,
+            strength: float, steps: int, seed: int = 0, batch: int = 0) -> torch.Tensor:
+    """Steps 1-3: the denoised latents z_0 of every mask (N,c,h,w), in the model's dtype.
+
+    They depend on the encoder, the U-Net, the prompt, lambda, the steps and the seed, not on the
+    decoder: a setting that differs from another only in its decoder (Table 3) decodes the
+    other's latents (``evaluate.latent_file``).
     """
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"inpaint takes one image (1,3,H,W), got {tuple(x.shape)}")
     dev, dt = comp.device, comp.dtype
     x, masks = x.to(dev, torch.float32), masks.to(dev, torch.float32)
-    n = masks.shape[0]
     timesteps = start_timesteps(comp.scheduler, steps, strength)
     z0 = comp.encode(x).to(dt)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -110,9 +123,17 @@ def inpaint(comp: Components, x: torch.Tensor, masks: torch.Tensor, context: tor
         for t in timesteps:
             eps = comp.unet(unet_input(z, zo, ml), t.to(dev), encoder_hidden_states=c).sample
             z = comp.scheduler.step(eps, t, z, eta=0.0).prev_sample
-        return comp.decode(z)
+        return z
 
+    n = masks.shape[0]
     return run_chunked(run, n, batch or auto_batch(comp, n))
+
+
+@torch.inference_mode()
+def decode(comp: Components, z: torch.Tensor, batch: int = 0) -> torch.Tensor:
+    """Step 4: x^ = D(z_0) for latents (N,c,h,w) from ``denoise``, in chunks; (N,3,H,W) in [0, 1]."""
+    z = z.to(comp.device, comp.dtype)
+    return run_chunked(lambda lo, hi: comp.decode(z[lo:hi]), z.shape[0], batch or auto_batch(comp, z.shape[0]))
 
 
 def run_chunked(fn, n: int, batch: int) -> torch.Tensor:

@@ -10,7 +10,9 @@ processes instead of giving each process a whole setting:
    a fine-tune of one module waits for a pending fine-tune of both that trains the same module, and
    takes it from there: ``finetune.module_donor``);
 2. ``score``: one task per class whose test images are not all cached, queued once its setting's
-   fine-tune exists, so that both cores stay busy until the last few images of a table;
+   fine-tune exists, so that both cores stay busy until the last few images of a table; a class
+   whose grid latents another pending task is computing (same U-Net: ``evaluate.latent_dir``)
+   waits for it and then only decodes them (Table 3's one-module rows);
 3. ``final``: ``experiments.run_setting`` once its scoring is done; it reads the cache, fuses the
    maps, computes the metrics and runs the baselines. The time of the tasks before it is passed in
    (``prior``), so the run info reports the work of all of them.
@@ -92,20 +94,21 @@ def _fitted(profile: str, over: dict):
 
 
 def score_class(fitted, cls: str) -> dict:
-    """Compute (and cache) the intermediates of the test images of ``cls`` not cached yet."""
+    """Compute (and cache) the intermediates of the test images of ``cls`` not cached yet: how
+    many, how many of them from stored grid latents, and the seconds of the others."""
     from .data import load_sample
     from .evaluate import _cache_path, intermediates_cached
 
-    n, secs = 0, 0.0
+    st, counts = fitted.timer.stages, fitted.counts
+    secs0, reused0, n = st.get("score", 0.0), counts.get("latents_reused", 0), 0
     for s in fitted.dataset.test(cls):
         if _cache_path(fitted, s).is_file():
             continue
         img, _ = load_sample(s, fitted.cfg.image_size)
-        t0 = time.perf_counter()
         intermediates_cached(fitted, s, img)
-        secs += time.perf_counter() - t0
         n += 1
-    return {"n_fresh": n, "score_seconds": secs}
+    return {"n_fresh": n, "n_latents_reused": counts.get("latents_reused", 0) - reused0,
+            "score_seconds": st.get("score", 0.0) - secs0}
 
 
 def _init_worker(parent: int) -> None:
@@ -198,15 +201,20 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
+    from .evaluate import latent_dir
+
     threads = max(1, _cores() // n)
     fits: dict[str, list[str]] = {}      # fine-tune folder -> settings that wait for it
     for k, (d, _, _) in plans.items():
         if d is not None:
             fits.setdefault(d, []).append(k)
     after = _fit_order(profile, unique, fits)  # fine-tune folder -> those that take a module from it
+    latents = {k: str(latent_dir(get_config(profile, **config_overrides(over)))) for k, (_, over) in unique.items()}
+    busy: dict[tuple, list[str]] = {}    # (latent folder, class) being scored -> settings deferred
     waiting: dict[tuple, list[str]] = {}  # (cache folder, class) in the queue -> settings waiting
     scored: set = set()
-    prior = {k: {"n_fresh": 0, "score_seconds": 0.0, "worker_seconds": 0.0} for k in unique}
+    prior = {k: {"n_fresh": 0, "n_latents_reused": 0, "score_seconds": 0.0, "worker_seconds": 0.0}
+             for k in unique}
     left = {k: len(plans[k][2]) for k in unique}
     done: dict[str, tuple] = {}
     log(f"{len(unique)} settings: {len(fits)} fine-tunes, {len(_shards(plans))} classes to score, in {n} worker processes ({threads} torch thread(s) each)")
@@ -232,7 +240,12 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
                     waiting[sk].append(k)
                 else:
                     waiting[sk] = [k]
-                    submit("score", k, c)
+                    lk = (latents[k], c)
+                    if lk in busy:  # its latents are on their way: decode them when they are there
+                        busy[lk].append(k)
+                    else:
+                        busy[lk] = []
+                        submit("score", k, c)
             if not plans[k][2]:
                 submit("final", k, prior[k])
 
@@ -265,9 +278,12 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
                         submit("fit", fits[d][0])
                 else:
                     prior[k]["n_fresh"] += r["n_fresh"]
+                    prior[k]["n_latents_reused"] += r["n_latents_reused"]
                     prior[k]["score_seconds"] += r["score_seconds"]
                     sk = (plans[k][1], arg)
                     scored.add(sk)
+                    for k2 in busy.pop((latents[k], arg), []):
+                        submit("score", k2, arg)
                     for k2 in waiting.pop(sk):
                         shard_done(k2, arg)
     return done

@@ -10,8 +10,11 @@ prototype-guided mask and the perceptual distance. For one test image of class c
 4. fuses: S^(k) (eq 18), harmonic mean S_ms (eq 19), S_pg (eq 20), S_map (eq 21), a Gaussian blur
    and S_I = max S_map.
 
-Steps 1-3 give the per-image ``Intermediates`` that ``evaluate`` caches; step 4 is cheap and is
-redone for every Table-5 variant ("full" mask, "ms", "ms+proto") and every alpha.
+Steps 1-3 give the per-image ``Intermediates`` that ``evaluate`` caches (the per-scale maps S^(k)
+of eq 18 rather than the N distance maps they are made of: every fused variant needs only them);
+step 4 is cheap and is redone for every Table-5 variant ("full" mask, "ms", "ms+proto") and every
+alpha. The denoised latents of the grid masks are returned too, so that a setting with the same
+U-Net and another decoder can decode them instead of denoising again (``grid_latents``).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from scipy.ndimage import gaussian_filter
 
 from . import masks as masks_mod
 from . import prototypes
-from .inpaint import inpaint
+from .inpaint import decode, denoise
 from .prompts import prompt_set
 
 EPS = 1e-8
@@ -32,12 +35,20 @@ EPS = 1e-8
 @dataclass
 class Intermediates:
     """What is expensive to compute for one image; enough to fuse any variant."""
-    D_grid: np.ndarray                 # (N, H, W) distance map of each grid inpainting
+    D_grid: np.ndarray | None          # (N, H, W) distance map of each grid inpainting (None from the cache)
     index: list                        # [(k, i, j)] of each grid mask
     D_proto: np.ndarray | None = None  # (H, W) distance map of the prototype inpainting
     proto_mask: np.ndarray | None = None  # (H, W) bool M^(p)
     error_map: np.ndarray | None = None   # (h, w) E of eq 14
     inpaintings: np.ndarray | None = None  # (N+1, 3, H, W) uint8, kept only when asked
+    per_scale: dict | None = None      # k -> S^(k) (H, W) of eq 18 (computed from D_grid when None)
+    grid_latents: torch.Tensor | None = None  # (N, c, h, w) denoised latents of the grid masks
+
+    def scale_maps(self, grid: np.ndarray) -> dict:
+        """S^(k) for every scale k: ``per_scale`` if set, else eq (18) on ``D_grid``."""
+        if self.per_scale is not None:
+            return self.per_scale
+        return per_scale_maps(self.D_grid, grid, self.index)
 
 
 @dataclass
@@ -78,7 +89,7 @@ def fuse(inter: Intermediates, grid: np.ndarray, variant: str = "ms+proto", alph
     ``scales`` restricts the multi-scale set K (default: every scale present in ``index``).
     """
     out = ScoreMaps()
-    per = per_scale_maps(inter.D_grid, grid, inter.index)
+    per = inter.scale_maps(grid)
     scales = sorted(per) if scales is None else list(scales)
     missing = [k for k in scales if k not in per]
     if missing:
@@ -140,11 +151,21 @@ class AnomalySD:
 
     # --- eq 11, 14-17: the expensive part ---------------------------------------------------
     @torch.no_grad()
-    def intermediates(self, img, cls: str, seed: int = 0, keep_inpaintings: bool = False) -> Intermediates:
+    def intermediates(self, img, cls: str, seed: int = 0, keep_inpaintings: bool = False,
+                      grid_latents: torch.Tensor | None = None) -> Intermediates:
+        """M^(p), the inpaintings under the grid masks and M^(p), and their distance maps.
+
+        ``grid_latents``: the grid masks' denoised latents of a model with the same encoder, U-Net,
+        prompt, lambda, steps and seed (``Intermediates.grid_latents`` of an earlier call); then
+        only M^(p) is denoised and every latent is decoded with this model's decoder.
+        """
         x = to_tensor(img)
         size = self.cfg.image_size
         if x.shape[-1] != size or x.shape[-2] != size:
             raise ValueError(f"image is {tuple(x.shape[-2:])}, the profile expects {size}x{size}")
+        n = self.grid.shape[0]
+        if grid_latents is not None and grid_latents.shape[0] != n:
+            raise ValueError(f"grid_latents hold {grid_latents.shape[0]} masks, the grid has {n}")
         masks = self.grid
         E = pmask = None
         if cls in self.banks:
@@ -152,11 +173,15 @@ class AnomalySD:
                                      self.banks[cls])[0]
             pmask = prototypes.prototype_mask(E, size)
             masks = torch.cat([self.grid, pmask[None, None].float()])
-        x_hat = inpaint(self.comp, x, masks, self.context(cls), self.cfg.strength_for(cls),
-                        self.cfg.num_inference_steps, seed=seed, batch=self.cfg.infer_batch)
+        todo = masks if grid_latents is None else masks[n:]
+        args = (self.context(cls), self.cfg.strength_for(cls), self.cfg.num_inference_steps)
+        z = denoise(self.comp, x, todo, *args, seed=seed, batch=self.cfg.infer_batch) if len(todo) else None
+        if grid_latents is not None:
+            g = grid_latents.to(self.comp.device, self.comp.dtype)
+            z = g if z is None else torch.cat([g, z])
+        x_hat = decode(self.comp, z, self.cfg.infer_batch)
         D = self.distance_maps(x, x_hat)
-        n = self.grid.shape[0]
-        inter = Intermediates(D_grid=D[:n], index=self.index)
+        inter = Intermediates(D_grid=D[:n], index=self.index, grid_latents=z[:n].cpu())
         if pmask is not None:
             inter.D_proto, inter.proto_mask = D[n], pmask.numpy()
             inter.error_map = E.numpy()

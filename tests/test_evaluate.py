@@ -134,3 +134,42 @@ def test_git_commit_ignores_results_folder(tmp_path):
     assert git_commit(tmp_path) == sha
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == sha + "+dirty"
+
+
+def test_one_decoder_decodes_the_latents_of_another(first, smoke_cfg, tmp_path, monkeypatch):
+    """A setting that differs from a scored one only in its decoder (Table 3's "denoiser only"
+    beside "both") denoises nothing but M^(p): it decodes the stored grid latents, and its table
+    equals the one it gets computing everything on a fresh folder."""
+    from dataclasses import replace
+
+    from anomalysd_core import scoring
+
+    full = smoke_cfg  # scored by ``first``: 1 shot, U-Net and decoder fine-tuned
+    unet_only = replace(full, finetune_decoder=False)
+    assert ev.latent_dir(unet_only) == ev.latent_dir(full) != ev.latent_dir(replace(full, prompt_design="simple"))
+    assert ev.latent_dir(replace(full, finetune_unet=False)) == ev.latent_dir(replace(full, shots=0)) \
+        != ev.latent_dir(replace(full, shots=0, seed=1))
+    n_grid = len(first[0].detector.index)
+    assert all(len(list((ev.latent_dir(full) / c).glob("*.npz"))) == 6 for c in first[0].classes)
+
+    denoised = []
+    real = scoring.denoise
+
+    def spy(comp, x, masks, *a, **k):
+        denoised.append(masks.shape[0])
+        return real(comp, x, masks, *a, **k)
+
+    monkeypatch.setattr(scoring, "denoise", spy)
+    fitted = ev.fit(unet_only, progress=False)
+    assert fitted.finetune_info["adopted"] == {"unet": "fit-" + first[0].fit_hash}
+    reused = ev.evaluate(fitted, variants=VARIANTS, progress=False)
+    assert fitted.counts["latents_reused"] == 18 and denoised == [1] * 18  # M^(p) only
+    assert "score" not in fitted.timer.stages and fitted.timer.stages["score_from_latents"] > 0
+
+    denoised.clear()
+    fresh_cfg = replace(unet_only, out_dir=str(tmp_path / "fresh"))
+    fresh_fit = ev.fit(fresh_cfg, progress=False)
+    fresh = ev.evaluate(fresh_fit, variants=VARIANTS, progress=False)
+    assert fresh_fit.counts == {} and denoised == [n_grid + 1] * 18
+    pd.testing.assert_frame_equal(reused, fresh, atol=1e-4)
+    assert not reused.equals(first[1])  # the decoder does change the maps

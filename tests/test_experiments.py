@@ -292,6 +292,19 @@ def test_pool_scores_a_shared_cache_once(over, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_pool_waits_for_latents_on_their_way(over, tmp_path, monkeypatch):
+    """Zero shots and one shot with nothing fine-tuned (Table 3's "none") use the same U-Net, so the
+    same grid latents: with both queued at once (one class: two tasks for two workers), the
+    one-shot task waits and decodes them."""
+    monkeypatch.delenv("ANOMALYSD_WORKERS", raising=False)
+    zero = {**over, "grid_scales": (1, 2), "shots": 0, "classes": ["brick"], "out_dir": str(tmp_path / "runs")}
+    none = {**zero, "shots": 1, "finetune_unet": False, "finetune_decoder": False}
+    assert schedule.plan("smoke", none)[0] is None  # nothing to fine-tune: both start scoring at once
+    (_, iz), (_, i_none) = schedule.run_settings("smoke", [("zero", zero), ("none", none)], workers=2)
+    assert iz["n_latents_reused"] == 0 and i_none["n_latents_reused"] == i_none["n_fresh_images"] == 6
+
+
+@pytest.mark.slow
 def test_pool_failure_names_the_setting(over, tmp_path, monkeypatch):
     monkeypatch.delenv("ANOMALYSD_WORKERS", raising=False)
     good = {**over, "grid_scales": (1,), "shots": 0, "out_dir": str(tmp_path / "runs")}
@@ -397,3 +410,9 @@ def test_pool_one_module_fits_wait_for_the_full_one(over, tmp_path, monkeypatch)
     assert runs["decoder only"]["finetune_adopted"] == {"vae": donor}
     assert runs["denoiser only"]["finetune_adopted"] == {"unet": donor}
     assert not runs["decoder only"]["finetune_seconds"] and not runs["denoiser only"]["finetune_seconds"]
+    # each U-Net denoises once: "decoder only" decodes the latents of "none" (the base U-Net) and
+    # "denoiser only" those of "both" (pending tasks with the same latents are waited for)
+    n = full["n_test_images"]
+    assert {s: r["n_latents_reused"] for s, r in runs.items()} == \
+        {"none": 0, "decoder only": n, "denoiser only": n, "both": 0}
+    assert all(r["n_fresh_images"] == n for r in runs.values())
