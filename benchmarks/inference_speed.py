@@ -257,16 +257,19 @@ class NaiveEngine:
 
 @contextlib.contextmanager
 def engine(det, fn=None, distance_chunk=None):
-    """Run ``det.intermediates`` with another inpainting function and/or distance chunk size."""
-    old_inpaint, old_dist = scoring.inpaint, det.distance_maps
+    """Run ``det.intermediates`` with another inpainting function and/or distance chunk size.
+
+    ``fn`` has ``inpaint``'s signature and returns images: it stands in for ``scoring.denoise``,
+    and ``scoring.decode`` passes its images through (the pipeline decodes itself)."""
+    old_inpaint, old_decode, old_dist = scoring.denoise, scoring.decode, det.distance_maps
     if fn is not None:
-        scoring.inpaint = fn
+        scoring.denoise, scoring.decode = fn, (lambda comp, images, batch=0: images)
     if distance_chunk is not None:
         det.distance_maps = lambda x, xh, chunk=32: old_dist(x, xh, chunk=distance_chunk)
     try:
         yield
     finally:
-        scoring.inpaint = old_inpaint
+        scoring.denoise, scoring.decode = old_inpaint, old_decode
         det.distance_maps = old_dist
 
 

@@ -27,7 +27,10 @@
 # same in all four runs; only the fine-tuned modules change. The one-module rows take their module
 # from the full fine-tune (each module's training has its own seeded draws, so it is the module
 # they would train: `finetune.MODULE_KEYS`), so the rows differ in what is tuned and not in
-# training noise.
+# training noise. For the same reason the one-module rows do not denoise again: the latents that
+# the U-Net leaves for the decoder depend on the U-Net and not on the decoder, so "decoder only"
+# decodes the latents of the base model (stored by Table 1's zero-shot run of the same seed) and
+# "denoiser only" those of the full method, each with its own decoder (`evaluate.latent_dir`).
 #
 # ## Prerequisites
 #
@@ -36,9 +39,9 @@
 # | {doc}`03_finetuning` | Necessary | the two fine-tuning losses |
 # | {doc}`05_main_results` | Helpful | the metrics, and the seed-to-seed spread used as a yardstick |
 #
-# **Time to learn**: 10 minutes. **Run time**: about five minutes on a 2-core CPU for the mini
-# profile (three evaluations; the "both" setting and its modules are shared with Table 1 and read
-# from the cache).
+# **Time to learn**: 10 minutes. **Run time**: about two minutes on a 2-core CPU for the mini
+# profile after notebook 05 (three evaluations, two of them decoding stored latents; the "both"
+# setting and its modules are shared with Table 1 and read from the cache).
 #
 # ## Imports
 
