@@ -192,6 +192,9 @@ def intermediates_cached(fitted: Fitted, sample, img) -> Intermediates:
                              error_map=z["error_map"] if "error_map" in z else None)
     lf = latent_file(fitted.cfg, sample)
     lat = torch.from_numpy(np.load(lf, allow_pickle=False)["z"]) if lf.is_file() else None
+    if lat is not None and lat.shape[0] != len(fitted.detector.index):
+        raise ValueError(f"{lf} holds latents of {lat.shape[0]} masks, the grid has "
+                         f"{len(fitted.detector.index)}; delete it to recompute")
     with fitted.timer.stage("score" if lat is None else "score_from_latents"):
         inter = fitted.detector.intermediates(img, sample.cls, seed=fitted.cfg.seed, grid_latents=lat)
     if lat is None:

@@ -173,3 +173,18 @@ def test_one_decoder_decodes_the_latents_of_another(first, smoke_cfg, tmp_path, 
     assert fresh_fit.counts == {} and denoised == [n_grid + 1] * 18
     pd.testing.assert_frame_equal(reused, fresh, atol=1e-4)
     assert not reused.equals(first[1])  # the decoder does change the maps
+
+
+def test_latents_of_another_grid_are_refused(first, smoke_cfg, tmp_path):
+    from dataclasses import replace
+
+    cfg = replace(smoke_cfg, out_dir=str(tmp_path), shots=0)
+    fitted = ev.fit(cfg, progress=False)
+    sample = fitted.dataset.test("brick")[0]
+    lf = ev.latent_file(cfg, sample)
+    lf.parent.mkdir(parents=True)
+    np.savez(lf, z=np.zeros((3, 4, 8, 8), np.float32))
+    img, _ = ev.data_mod.load_sample(sample, cfg.image_size)
+    with pytest.raises(ValueError, match=r"latents of 3 masks, the grid has 5"):
+        ev.intermediates_cached(fitted, sample, img)
+    assert not ev.cache_file(cfg, sample).exists()
