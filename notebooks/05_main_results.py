@@ -35,9 +35,9 @@
 # | AUROC, average precision, F1-max | Necessary | image and pixel metrics |
 # | PRO (per-region overlap) | Helpful | {doc}`../results` defines it |
 #
-# **Time to learn**: 20 minutes. **Run time**: about an hour on a 2-core CPU for the mini profile
-# (4 shot counts x 3 seeds, each a fine-tune and one inpainting per mask and test image); every
-# result is cached in `runs/`, so a re-run takes a few minutes.
+# **Time to learn**: 20 minutes. **Run time**: about 25 minutes on a 2-core CPU for the mini profile
+# (4 shot counts x 3 seeds, each a fine-tune and one inpainting per mask and test image, on both
+# cores); every result is cached in `runs/`, so a re-run takes a few minutes.
 #
 # ## Imports
 

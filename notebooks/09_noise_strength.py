@@ -33,8 +33,8 @@
 # | {doc}`01_preliminaries` | Necessary | the forward process, eq (1) |
 # | {doc}`04_inference` | Necessary | what an inpainting is used for |
 #
-# **Time to learn**: 15 minutes. **Run time**: a few minutes per $\lambda$ on a 2-core CPU for the mini
-# profile (one evaluation each; the fine-tune is shared, and the profile's own $\lambda$ is cached).
+# **Time to learn**: 15 minutes. **Run time**: about five minutes on a 2-core CPU for the mini profile
+# (one evaluation per new $\lambda$; the fine-tune is shared, and the profile's own $\lambda$ is cached).
 #
 # ## Imports
 
