@@ -29,8 +29,11 @@ from .utils import Timer, provenance, resolve_device, seed_everything, write_csv
 
 INFER_KEYS = ["num_inference_steps", "noise_strength", "noise_strength_per_class", "grid_scales",
               "prompt_design", "distance", "backbone", "image_size", "dtype"]
-LATENT_KEYS = ["dataset", "data_root", "base_model", "text_encoder", "prompt_design", "image_size", "grid_scales",
-               "num_inference_steps", "noise_strength", "noise_strength_per_class", "dtype", "seed"]
+# the grid latents (eq 11 before the decoder): the inference settings but the distance and the
+# backbone (they only read the decoded images), and what the base model's U-Net sees (the U-Net
+# itself is keyed by ``unet_id``)
+LATENT_KEYS = [k for k in INFER_KEYS if k not in ("distance", "backbone")] + [
+    "dataset", "data_root", "base_model", "text_encoder", "seed"]
 METRIC_COLUMNS = ["i_auroc", "i_aupr", "i_f1max", "p_auroc", "p_pro", "p_f1max"]
 
 
@@ -128,12 +131,13 @@ def cache_dir(cfg) -> Path:
     return Path(cfg.out_dir) / cfg.profile / "cache" / key
 
 
+def _file_name(sample) -> str:
+    """One test image's file name in a per-class folder of the cache or the latents."""
+    return Path(sample.relpath).as_posix().replace("/", "__") + ".npz"
+
+
 def cache_file(cfg, sample) -> Path:
-    return cache_dir(cfg) / sample.cls / (Path(sample.relpath).as_posix().replace("/", "__") + ".npz")
-
-
-def _cache_path(fitted: Fitted, sample) -> Path:
-    return cache_file(fitted.cfg, sample)
+    return cache_dir(cfg) / sample.cls / _file_name(sample)
 
 
 def unet_id(cfg) -> str:
@@ -153,7 +157,7 @@ def latent_dir(cfg) -> Path:
 
 
 def latent_file(cfg, sample) -> Path:
-    return latent_dir(cfg) / sample.cls / (Path(sample.relpath).as_posix().replace("/", "__") + ".npz")
+    return latent_dir(cfg) / sample.cls / _file_name(sample)
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -178,7 +182,7 @@ def intermediates_cached(fitted: Fitted, sample, img) -> Intermediates:
     setting with the same U-Net stored them (counted in ``fitted.counts["latents_reused"]``),
     else computed and stored there.
     """
-    p = _cache_path(fitted, sample)
+    p = cache_file(fitted.cfg, sample)
     grid = fitted.detector.grid_np
     if p.is_file():
         z = np.load(p, allow_pickle=False)

@@ -196,14 +196,15 @@ def _anomalysd_seconds(fitted, items, n_fresh: int) -> float:
     """Seconds per test image of AnomalySD's expensive part (inpaintings, distances, M^(p)).
 
     Measured on the ``n_fresh`` images whose intermediates were computed in this run from the
-    start (cache reads take milliseconds; images decoded from stored latents are left out) and stored as ``timing.json`` in the cache folder of these settings, so a fully
-    cached re-run reports the time of the run that computed them (NaN if none is known).
+    start (cache reads take milliseconds; images decoded from stored latents are left out) and
+    stored as ``timing.json`` in the cache folder of these settings, so a fully cached re-run
+    reports the time of the run that computed them (NaN if none is known).
     """
-    from .evaluate import _cache_path
+    from .evaluate import cache_file
 
     if not items:
         return float("nan")
-    path = _cache_path(fitted, items[0][1]).parents[1] / TIMING_FILE
+    path = cache_file(fitted.cfg, items[0][1]).parents[1] / TIMING_FILE
     if n_fresh:
         s = fitted.timer.stages.get("score", 0.0) / n_fresh
         write_json_atomic(path, {"seconds_per_image": s, "n_images": n_fresh,
@@ -225,14 +226,14 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
     that other processes did for this setting before (``schedule.py``: the fine-tune, scored
     images and their seconds); it is added to the run info.
     """
-    from .evaluate import _cache_path, test_items
+    from .evaluate import cache_file, test_items
 
     cfg = get_config(profile, **overrides)
     t0 = time.perf_counter()
     backbone, distance = frozen_models(cfg)
     fitted = fit(cfg, progress=progress, backbone=backbone, distance=distance)
     items = test_items(fitted)
-    n_fresh = sum(not _cache_path(fitted, s).is_file() for _, s in items)
+    n_fresh = sum(not cache_file(fitted.cfg, s).is_file() for _, s in items)
     df = evaluate(fitted, variants=variants, progress=progress)
     if baselines:
         df = pd.concat([df, run_baselines(fitted, baselines, time_only=time_only)], ignore_index=True)

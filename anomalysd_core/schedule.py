@@ -97,12 +97,12 @@ def score_class(fitted, cls: str) -> dict:
     """Compute (and cache) the intermediates of the test images of ``cls`` not cached yet: how
     many, how many of them from stored grid latents, and the seconds of the others."""
     from .data import load_sample
-    from .evaluate import _cache_path, intermediates_cached
+    from .evaluate import cache_file, intermediates_cached
 
     st, counts = fitted.timer.stages, fitted.counts
     secs0, reused0, n = st.get("score", 0.0), counts.get("latents_reused", 0), 0
     for s in fitted.dataset.test(cls):
-        if _cache_path(fitted, s).is_file():
+        if cache_file(fitted.cfg, s).is_file():
             continue
         img, _ = load_sample(s, fitted.cfg.image_size)
         intermediates_cached(fitted, s, img)
