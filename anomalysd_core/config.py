@@ -40,6 +40,7 @@ class Config:
     prompt_design: str = "hierarchical"  # "hierarchical", "simple" or "none" (Table 4)
     gammas: tuple[float, ...] = (0.0, 0.2, 0.5)
     lr: float = 1e-4
+    lr_schedule: str = "constant"     # "constant" (paper) or "cosine" (5 % warm-up, cosine decay to 0)
     batch_size: int = 8
     unet_steps: int = 150             # optimiser steps; paper: 4000 epochs
     decoder_steps: int = 50           # paper: 200 epochs

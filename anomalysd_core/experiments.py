@@ -26,6 +26,7 @@ import torch
 
 from .config import REPO_ROOT, get_config
 from .evaluate import METRIC_COLUMNS, class_metrics, evaluate, fit
+from .features import frozen_models  # noqa: F401  (notebooks call it as ex.frozen_models)
 from .schedule import run_settings
 from .utils import provenance, write_csv_atomic, write_json_atomic
 
@@ -170,28 +171,6 @@ def get_results_dir(profile: str, override=None) -> Path:
 results_dir = get_results_dir  # the original name
 
 
-_FROZEN: dict = {}
-
-
-def frozen_models(cfg):
-    """The feature backbone and perceptual distance of ``cfg``, built once per process.
-
-    Both are frozen ImageNet networks (the decoder fine-tune only backpropagates through the
-    distance), so every setting of a table can share them; the diffusion components cannot be
-    shared, since fine-tuning changes them.
-    """
-    from .features import build_backbone, build_distance
-    from .utils import resolve_device
-
-    dev = resolve_device(cfg.device)
-    kb, kd = ("backbone", cfg.backbone, str(dev)), ("distance", cfg.distance, str(dev))
-    if kb not in _FROZEN:
-        _FROZEN[kb] = build_backbone(cfg.backbone, device=dev)
-    if kd not in _FROZEN:
-        _FROZEN[kd] = build_distance(cfg.distance, device=dev)
-    return _FROZEN[kb], _FROZEN[kd]
-
-
 def _anomalysd_seconds(fitted, items, n_fresh: int) -> float:
     """Seconds per test image of AnomalySD's expensive part (inpaintings, distances, M^(p)).
 
@@ -267,18 +246,15 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
 def baseline_extractor(fitted):
     """Features for PatchCore/SPADE/PaDiM: AnomalySD's own backbone unless ``cfg.baseline_backbone``
     names another (paper profile: WideResNet-50 with PatchCore's layers 2-3 as its patch feature)."""
-    from .features import build_backbone
+    from .features import build_backbone, frozen
     from .utils import resolve_device
 
     cfg = fitted.cfg
     name = cfg.baseline_backbone or cfg.backbone
     if name == cfg.backbone:
         return fitted.detector.backbone
-    dev = resolve_device(cfg.device)
-    key = ("baseline_backbone", name, str(dev))
-    if key not in _FROZEN:
-        _FROZEN[key] = build_backbone(name, device=dev, psi_layers=(1, 2))
-    return _FROZEN[key]
+    return frozen("baseline_backbone", name, resolve_device(cfg.device),
+                  lambda dev: build_backbone(name, device=dev, psi_layers=(1, 2)))
 
 
 def run_baselines(fitted, names=("patchcore", "spade", "padim"), time_only=()) -> pd.DataFrame:
@@ -384,7 +360,7 @@ def _collect(profile, name, settings, seeds, write, post=None, results_dir=None,
     once at the end. The run infos of ``run_setting`` are attached as ``df.attrs["runs"]``.
     """
     t0 = time.perf_counter()
-    done = run_settings(profile, settings, workers)
+    done = run_settings(profile, settings, run_setting, workers)
     frames, runs = [d for d, _ in done], [i for _, i in done]
     df = pd.concat(frames, ignore_index=True)
     if post is not None:

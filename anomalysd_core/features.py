@@ -423,3 +423,28 @@ def build_distance(name: str = "lite0", pretrained: bool = True, device="cpu",
             lp = lpips.LPIPS(net="alex", spatial=True, pnet_rand=not pretrained, verbose=False)
         return LPIPSDistance(lp, chunk=chunk).to(device)
     raise ValueError(f"unknown distance {name!r}; choose 'lite0' or 'lpips_alex'")
+
+
+_FROZEN: dict = {}  # per process: (kind, name, device) -> a frozen network
+
+
+def frozen(kind: str, name: str, device, build):
+    """``build(device)`` once per process for (kind, name, device); the same object afterwards."""
+    key = (kind, name, str(device))
+    if key not in _FROZEN:
+        _FROZEN[key] = build(device)
+    return _FROZEN[key]
+
+
+def frozen_models(cfg):
+    """The feature backbone and perceptual distance of ``cfg``, built once per process.
+
+    Both are frozen ImageNet networks (the decoder fine-tune only backpropagates through the
+    distance), so every setting of a table can share them; the diffusion components cannot be
+    shared, since fine-tuning changes them.
+    """
+    from .utils import resolve_device
+
+    dev = resolve_device(cfg.device)
+    return (frozen("backbone", cfg.backbone, dev, lambda d: build_backbone(cfg.backbone, device=d)),
+            frozen("distance", cfg.distance, dev, lambda d: build_distance(cfg.distance, device=d)))

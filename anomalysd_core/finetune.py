@@ -30,14 +30,14 @@ from .utils import atomic_path, write_csv_atomic, write_json_atomic
 
 FINETUNE_KEYS = ["profile", "dataset", "data_root", "classes", "base_model", "text_encoder", "image_size",
                  "shots", "seed", "finetune_unet", "finetune_decoder", "mask_design", "prompt_design",
-                 "gammas", "lr", "batch_size", "unet_steps", "decoder_steps", "unet_epochs", "decoder_epochs",
+                 "gammas", "lr", "lr_schedule", "batch_size", "unet_steps", "decoder_steps", "unet_epochs", "decoder_epochs",
                  "lpips_beta", "augment", "distance"]
 # What each module's training reads: the U-Net's (eq 8) and the decoder's (eq 9-10) draws come from
 # their own generators, so a module trained for one configuration is the module another
 # configuration with the same keys would train (Table 3's one-module rows, Table 4's U-Net-only
 # variants share the decoder of the full fine-tune).
 _SHARED_KEYS = ["profile", "dataset", "data_root", "classes", "base_model", "image_size", "shots", "seed",
-                "lr", "batch_size", "augment"]
+                "lr", "lr_schedule", "batch_size", "augment"]
 MODULE_KEYS = {"unet": _SHARED_KEYS + ["text_encoder", "mask_design", "prompt_design", "gammas",
                                        "unet_steps", "unet_epochs"],
                "vae": _SHARED_KEYS + ["decoder_steps", "decoder_epochs", "lpips_beta", "distance"]}
@@ -57,6 +57,25 @@ def augment(x: torch.Tensor, fg: torch.Tensor, rng: np.random.Generator):
     mean = x.mean(dim=(-2, -1), keepdim=True)
     x = ((x - mean) * gain + mean + bias).clamp(0, 1)
     return x, fg
+
+
+def lr_at(cfg, step: int, steps: int) -> float:
+    """Learning rate of optimiser step ``step`` of ``steps``: ``cfg.lr`` throughout ("constant", the
+    paper's Adam), or a linear warm-up over the first 5 % then a cosine decay to 0 ("cosine").
+    A function of the step alone, so a resumed run follows the same schedule."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule != "cosine":
+        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; use 'constant' or 'cosine'")
+    warm = max(1, round(0.05 * steps))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+
+def _set_lr(opt, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
 
 
 def num_steps(steps: int, epochs: int | None, n_images: int, batch: int) -> int:
@@ -157,6 +176,7 @@ def finetune_unet(cfg, comp, data: ShotSet, run_dir: Path, ckpt_every: int = 100
             cache[p] = comp.text([p])[0]
         ctx = torch.stack([cache[p] for p in prompts]).to(dev)
         loss = inpainting_loss(comp, unet, x.to(dev), m.to(dev), ctx, noise_sched, gen)
+        _set_lr(opt, lr_at(cfg, step, steps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -192,6 +212,7 @@ def finetune_decoder(cfg, comp, data: ShotSet, distance, run_dir: Path, ckpt_eve
             z = comp.encode(x)
         x_hat = comp.decode(z)
         loss = F.mse_loss(x_hat, x) + cfg.lpips_beta * distance.loss(x, x_hat)
+        _set_lr(opt, lr_at(cfg, step, steps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -64,6 +64,8 @@ from .utils import atomic_path, write_csv_atomic, write_json_atomic
 MARKER = "build_complete.json"
 BUILD_VERSION = 2
 MINI_SEED = 0            # the benchmark is fixed; experiment seeds only change the K-shot draws
+VAL_SEED = 1             # the validation build (``split="val"``) that settings are chosen on
+VAL_SUFFIX = "-val"      # ``ensure_mini`` builds the validation split into a folder named like this
 TEXTURE_CROP = 160       # source pixels per texture crop (of 512)
 COIN_CROP = 80           # source pixels per coin crop (coins are 40-65 px wide)
 TOL_LEVELS = 1           # a pixel counts as changed when some channel moves by more than this
@@ -400,16 +402,18 @@ def _defect_plan(rng, types, n):
     return [types[order[i % len(types)]] for i in range(n)]
 
 
-def _build_texture(cls, root: Path, size, seed, counts, rng):
+def _build_texture(cls, root: Path, size, seed, counts, rng, split="test"):
     rows = []
     span = 256 - TEXTURE_CROP
+    test_top = 0 if split == "val" else 256  # the validation build never reads the bottom half
 
     def box(region):
-        y0 = int(rng.integers(0, span + 1)) + (0 if region == "train" else 256)
+        y0 = int(rng.integers(0, span + 1)) + (0 if region == "train" else test_top)
         x0 = int(rng.integers(0, 512 - TEXTURE_CROP + 1))
         return (y0, x0, y0 + TEXTURE_CROP, x0 + TEXTURE_CROP)
 
-    regions = {"train": "top half (rows 0-255)", "test": "bottom half (rows 256-511)"}
+    regions = {"train": "top half (rows 0-255)",
+               "test": "top half (rows 0-255)" if split == "val" else "bottom half (rows 256-511)"}
 
     def row(split, label, defect, file, b, mask_file="", area=0.0, detail=""):
         return dict(cls=cls, kind="texture", split=split, label=label, defect=defect, file=file,
@@ -447,15 +451,37 @@ def _build_texture(cls, root: Path, size, seed, counts, rng):
     return rows
 
 
-def _build_coins(cls, root: Path, size, seed, counts, rng):
-    coins = _coins()
+def _coin_ids(rng, n_coins: int, counts) -> dict:
+    """Coin ids of the train, normal-test and defective-test images (one coin per image)."""
     need = counts["train"] + counts["test_good"] + counts["test_bad"]
-    if len(coins) < need:
-        raise DataError(f"coins: found {len(coins)} coins, need {need} (one per image)")
-    order = [int(i) for i in rng.permutation(len(coins))]
-    ids = {"train": order[:counts["train"]],
-           "good": order[counts["train"]:counts["train"] + counts["test_good"]],
-           "bad": order[counts["train"] + counts["test_good"]:need]}
+    if n_coins < need:
+        raise DataError(f"coins: found {n_coins} coins, need {need} (one per image)")
+    order = [int(i) for i in rng.permutation(n_coins)]
+    return {"train": order[:counts["train"]],
+            "good": order[counts["train"]:counts["train"] + counts["test_good"]],
+            "bad": order[counts["train"] + counts["test_good"]:need]}
+
+
+def _val_coin_ids(rng, n_coins: int, counts, test_ids: dict) -> dict:
+    """The validation build's coins: the test build's training coins, the normal-test images from
+    the coins the test build leaves unused, and defects painted on both (never a test coin)."""
+    spare = [i for i in range(n_coins) if i not in test_ids["good"] + test_ids["bad"]
+             and i not in test_ids["train"]]
+    if not spare:
+        raise DataError("coins: no coin is left over for the validation build")
+    pool = test_ids["train"] + spare
+    n = counts["test_bad"]
+    bad = [pool[int(i)] for i in rng.choice(len(pool), size=n, replace=len(pool) < n)]
+    return {"train": list(test_ids["train"]), "good": spare[:counts["test_good"]], "bad": bad}
+
+
+def _build_coins(cls, root: Path, size, seed, counts, rng, split="test"):
+    coins = _coins()
+    if split == "val":
+        test_ids = _coin_ids(_class_rng(MINI_SEED, cls), len(coins), counts)
+        ids = _val_coin_ids(rng, len(coins), counts, test_ids)
+    else:
+        ids = _coin_ids(rng, len(coins), counts)
     shape = coins[0][0].shape
     rows = []
 
@@ -485,17 +511,29 @@ def _build_coins(cls, root: Path, size, seed, counts, rng):
     return rows
 
 
-def _build_solar(cls, root: Path, size, seed, counts, rng):
-    names, probs, types, data_dir = _elpv_table()
+def _solar_picks(cls, counts, rng, exclude=()):
+    """Indices into elpv-dataset of the normal cells (train first) and the defective test cells."""
+    _names, probs, types, _ = _elpv_table()
     kind = CLASS_INFO[cls]["elpv_type"]
     is_type = np.array([t == kind for t in types])
-    normal = np.flatnonzero(is_type & (probs == 0.0))
-    defect = np.flatnonzero(is_type & (probs >= 2.0 / 3.0 - 1e-6))
+    normal = np.setdiff1d(np.flatnonzero(is_type & (probs == 0.0)), exclude)
+    defect = np.setdiff1d(np.flatnonzero(is_type & (probs >= 2.0 / 3.0 - 1e-6)), exclude)
     n_norm = counts["train"] + counts["test_good"]
     if len(normal) < n_norm or len(defect) < counts["test_bad"]:
         raise DataError(f"{cls}: elpv-dataset has too few {kind} cells")
     pick_n = [int(i) for i in rng.choice(normal, size=n_norm, replace=False)]
     pick_d = [int(i) for i in rng.choice(defect, size=counts["test_bad"], replace=False)]
+    return pick_n, pick_d
+
+
+def _build_solar(cls, root: Path, size, seed, counts, rng, split="test"):
+    names, probs, _types, data_dir = _elpv_table()
+    kind = CLASS_INFO[cls]["elpv_type"]
+    if split == "val":  # other cells than every cell of the test build
+        t_n, t_d = _solar_picks(cls, counts, _class_rng(MINI_SEED, cls))
+        pick_n, pick_d = _solar_picks(cls, counts, rng, exclude=t_n + t_d)
+    else:
+        pick_n, pick_d = _solar_picks(cls, counts, rng)
     rows = []
     plan = ([("train", 0, "good", "train/good", i) for i in pick_n[:counts["train"]]]
             + [("test", 0, "good", "test/good", i) for i in pick_n[counts["train"]:]]
@@ -554,8 +592,14 @@ def _is_mini_build(path: Path) -> bool:
     return (path / MARKER).is_file() or (path / "manifest.csv").is_file()
 
 
-def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini") -> Path:
+def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", split: str = "test") -> Path:
     """Build the benchmark into ``out_dir`` (MVTec-AD layout) and return its path.
+
+    ``split="val"`` builds the *validation* benchmark that settings are chosen on, with the same
+    classes, counts and defect painters but none of the test build's (``MINI_SEED``) test pixels:
+    texture test crops come from the top half (the training region), coins are the test build's
+    training coins and the coins it leaves unused (normal-test images only from the unused ones;
+    defects are painted on both), and solar cells are cells the test build does not use at all.
 
     The build goes into a hidden sibling folder, the marker ``build_complete.json`` is written
     last, and only then is the folder renamed onto ``out_dir``: an interrupted build never leaves a
@@ -564,6 +608,8 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini") -
     """
     if profile not in PROFILES:
         raise DataError(f"unknown mini profile {profile!r}; choose one of {sorted(PROFILES)}")
+    if split not in ("test", "val"):
+        raise DataError(f"unknown mini split {split!r}; choose 'test' or 'val'")
     if not isinstance(size, (int, np.integer)) or size < 16:
         raise DataError(f"mini image size must be an integer >= 16, got {size!r}")
     size, seed = int(size), int(seed)
@@ -579,26 +625,31 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini") -
             rng = _class_rng(seed, cls)
             info = CLASS_INFO[cls]
             if cls.startswith("solar_"):
-                new = _build_solar(cls, tmp, size, seed, spec, rng)
+                new = _build_solar(cls, tmp, size, seed, spec, rng, split)
             elif cls == "coins":
-                new = _build_coins(cls, tmp, size, seed, spec, rng)
+                new = _build_coins(cls, tmp, size, seed, spec, rng, split)
             else:
-                new = _build_texture(cls, tmp, size, seed, spec, rng)
+                new = _build_texture(cls, tmp, size, seed, spec, rng, split)
             rows += new
             write_json_atomic(tmp / cls / "meta.json", {
                 "kind": info["kind"], "source": info["source"], "licence": info["licence"],
                 "pixel_masks": not cls.startswith("solar_"),
                 "defects": sorted({r["defect"] for r in new if r["label"]}),
-                "train_test_split": ("different coins" if cls == "coins" else
-                                     "different cells" if cls.startswith("solar_") else
-                                     "train crops from rows 0-255, test crops from rows 256-511"),
+                "split": split,
+                "train_test_split": (
+                    ("different coins" if cls == "coins" else "different cells"
+                     if cls.startswith("solar_") else "train crops from rows 0-255, test crops from rows 256-511")
+                    if split == "test" else
+                    ("the test build's training coins and unused coins; defects also on the training coins"
+                     if cls == "coins" else "cells unused by the test build" if cls.startswith("solar_")
+                     else "train and test crops both from rows 0-255 (may overlap)")),
             })
         import pandas as pd
 
         write_csv_atomic(tmp / "manifest.csv", pd.DataFrame(rows, columns=MANIFEST_COLUMNS))
         _samples_png(tmp, rows, spec["classes"], size)
         write_json_atomic(tmp / MARKER, {
-            "profile": profile, "size": size, "seed": seed, "version": BUILD_VERSION,
+            "profile": profile, "split": split, "size": size, "seed": seed, "version": BUILD_VERSION,
             "classes": list(spec["classes"]), "n_images": len(rows)})
         os.chmod(tmp, 0o755)
         if out.exists():
@@ -637,7 +688,8 @@ def ensure_mini(cfg) -> Path:
     """``cfg.data_root`` as an absolute path, building the mini/smoke benchmark there when needed.
 
     For profiles ``mini`` and ``smoke`` (dataset ``mvtec``) the folder is (re)built with
-    ``cfg.image_size``, the profile and the fixed seed ``MINI_SEED`` when it is missing, has no
+    ``cfg.image_size``, the profile and the fixed seed ``MINI_SEED`` (a folder whose name ends in
+    ``-val``, such as ``data/mini-val``: the validation split with ``VAL_SEED``) when it is missing, has no
     completion marker while looking like a mini build (half-built), or was built with another size
     or profile. A folder that is not a mini build (e.g. real MVTec-AD) is returned untouched. Other
     profiles never build: a missing root raises :class:`DataError`.
@@ -651,6 +703,7 @@ def ensure_mini(cfg) -> Path:
                             f"{cfg.dataset!r})")
         return root
     size = int(cfg.image_size)
+    split = "val" if root.name.endswith(VAL_SUFFIX) else "test"
     marker = root / MARKER
     if marker.is_file():
         try:
@@ -658,13 +711,14 @@ def ensure_mini(cfg) -> Path:
         except (OSError, ValueError):
             info = {}
         if (info.get("size") == size and info.get("profile") == profile
-                and info.get("version") == BUILD_VERSION):
+                and info.get("version") == BUILD_VERSION and info.get("split", "test") == split):
             return root
     elif root.exists() and any(root.iterdir()) and not _is_mini_build(root):
         return root  # somebody's own dataset: leave it alone
-    return build_mini(root, size=size, seed=MINI_SEED, profile=profile)
+    return build_mini(root, size=size, seed=VAL_SEED if split == "val" else MINI_SEED, profile=profile,
+                      split=split)
 
 
 __all__ = ["build_mini", "ensure_mini", "resolve_data_root", "make_defect", "quantise_defect",
            "clean_crop", "coin_region", "PROFILES", "CLASS_INFO", "TEXTURE_DEFECTS",
-           "OBJECT_DEFECTS", "MARKER", "MINI_SEED", "TEXTURE_CROP", "COIN_CROP", "TOL_LEVELS"]
+           "OBJECT_DEFECTS", "MARKER", "MINI_SEED", "VAL_SEED", "VAL_SUFFIX", "TEXTURE_CROP", "COIN_CROP", "TOL_LEVELS"]

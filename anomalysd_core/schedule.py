@@ -13,9 +13,11 @@ processes instead of giving each process a whole setting:
    fine-tune exists, so that both cores stay busy until the last few images of a table; a class
    whose grid latents another pending task is computing (same U-Net: ``evaluate.latent_dir``)
    waits for it and then only decodes them (Table 3's one-module rows);
-3. ``final``: ``experiments.run_setting`` once its scoring is done; it reads the cache, fuses the
-   maps, computes the metrics and runs the baselines. The time of the tasks before it is passed in
-   (``prior``), so the run info reports the work of all of them.
+3. ``final``: the caller's ``final`` function (``experiments.run_setting``) once its scoring is
+   done; it reads the cache, fuses the maps, computes the metrics and runs the baselines. The time
+   of the tasks before it is passed in (``prior``), so the run info reports the work of all of them.
+
+This module knows nothing of the tables: ``experiments`` imports it, never the other way round.
 
 Every image is scored with the same seed and the same batch of masks whichever process scores it,
 so the tables equal a one-process run's (``tests/test_experiments.py``). A GPU gets one process
@@ -83,7 +85,7 @@ def plan(profile: str, over: dict) -> tuple[str | None, str, list[str]]:
 def _fitted(profile: str, over: dict):
     """``evaluate.fit`` of a setting, kept for the next task of this process on the same setting."""
     from .evaluate import fit
-    from .experiments import frozen_models
+    from .features import frozen_models
 
     if _key(over) not in _FITTED:
         _FITTED.clear()
@@ -127,14 +129,12 @@ def _init_worker(parent: int) -> None:
 
 def _task(job):
     """One task in a worker process (see the module docstring); errors name the setting."""
-    kind, profile, label, over, arg, threads = job
+    kind, profile, label, over, arg, threads, final = job
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     try:
         if kind == "final":
-            from . import experiments
-
-            return experiments.run_setting(profile, setting=label, prior=arg, **over)
+            return final(profile, setting=label, prior=arg, **over)
         fitted = _fitted(profile, over)
         if kind == "fit":
             out = {"finetune_reused": bool(fitted.finetune_info.get("reused")),
@@ -148,14 +148,14 @@ def _task(job):
                            f"{type(e).__name__}: {e}") from e
 
 
-def run_settings(profile: str, settings: list, workers: int | None = None, log=print) -> list:
-    """``experiments.run_setting`` for every (label, overrides); returns [(table, run info)] in
-    input order. Settings with identical overrides are computed once (Table 4's "designed" and
-    "hierarchical" rows are the same run). With more than one worker the work is split into
-    tasks as the module docstring describes, ``cores // workers`` torch threads per process.
+def run_settings(profile: str, settings: list, final, workers: int | None = None, log=print) -> list:
+    """``final(profile, setting=label, **overrides)`` for every (label, overrides), which returns
+    (table, run info) (``experiments.run_setting``; a module-level function, so that worker
+    processes can be sent it); returns [(table, run info)] in input order. Settings with identical
+    overrides are computed once (Table 4's "designed" and "hierarchical" rows are the same run).
+    With more than one worker the work is split into tasks as the module docstring describes,
+    ``cores // workers`` torch threads per process.
     """
-    from . import experiments
-
     unique: dict[str, tuple[str, dict]] = {}
     for label, over in settings:
         unique.setdefault(_key(over), (label, over))
@@ -164,9 +164,9 @@ def run_settings(profile: str, settings: list, workers: int | None = None, log=p
         plans = {k: plan(profile, over) for k, (_, over) in unique.items()}
         n = min(n, len({p[0] for p in plans.values()} - {None}) + len(_shards(plans)))
     if n <= 1:
-        done = {k: experiments.run_setting(profile, setting=label, **over) for k, (label, over) in unique.items()}
+        done = {k: final(profile, setting=label, **over) for k, (label, over) in unique.items()}
     else:
-        done = _run_pool(profile, unique, plans, n, log)
+        done = _run_pool(profile, unique, plans, n, final, log)
     out = []
     for label, over in settings:
         df, info = done[_key(over)]
@@ -196,7 +196,7 @@ def _fit_order(profile: str, unique: dict, fits: dict) -> dict:
     return after
 
 
-def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
+def _run_pool(profile: str, unique: dict, plans: dict, n: int, final, log) -> dict:
     """The task graph of the module docstring on ``n`` spawned processes; {setting key: result}."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
@@ -224,7 +224,7 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, log) -> dict:
 
         def submit(kind, k, arg=None):
             label, over = unique[k]
-            futs[pool.submit(_task, (kind, profile, label, over, arg, threads))] = (kind, k, arg)
+            futs[pool.submit(_task, (kind, profile, label, over, arg, threads, final))] = (kind, k, arg)
 
         def shard_done(k, c):
             left[k] -= 1

@@ -284,7 +284,8 @@ def test_pool_scores_a_shared_cache_once(over, tmp_path, monkeypatch):
     base = {**over, "grid_scales": (1,), "shots": 0, "out_dir": str(tmp_path / "runs")}
     todo, cache, missing = schedule.plan("smoke", base)
     assert todo is None and len(missing) == 3  # zero shots: nothing to fine-tune, 3 classes to score
-    out = schedule.run_settings("smoke", [("a", base), ("b", {**base, "variants": ("ms", "full")})], workers=2)
+    out = schedule.run_settings("smoke", [("a", base), ("b", {**base, "variants": ("ms", "full")})],
+                                 ex.run_setting, workers=2)
     (da, ia), (db, ib) = out
     assert ia["n_fresh_images"] + ib["n_fresh_images"] == ia["n_test_images"] == 18
     assert set(db["variant"]) == {"ms", "full"} and set(da["variant"]) == {"ms+proto"}
@@ -300,7 +301,8 @@ def test_pool_waits_for_latents_on_their_way(over, tmp_path, monkeypatch):
     zero = {**over, "grid_scales": (1, 2), "shots": 0, "classes": ["brick"], "out_dir": str(tmp_path / "runs")}
     none = {**zero, "shots": 1, "finetune_unet": False, "finetune_decoder": False}
     assert schedule.plan("smoke", none)[0] is None  # nothing to fine-tune: both start scoring at once
-    (_, iz), (_, i_none) = schedule.run_settings("smoke", [("zero", zero), ("none", none)], workers=2)
+    (_, iz), (_, i_none) = schedule.run_settings("smoke", [("zero", zero), ("none", none)], ex.run_setting,
+                                                   workers=2)
     assert iz["n_latents_reused"] == 0 and i_none["n_latents_reused"] == i_none["n_fresh_images"] == 6
 
 
@@ -310,7 +312,7 @@ def test_pool_failure_names_the_setting(over, tmp_path, monkeypatch):
     good = {**over, "grid_scales": (1,), "shots": 0, "out_dir": str(tmp_path / "runs")}
     bad = {**good, "shots": 1, "base_model": str(tmp_path / "no-such-model")}
     with pytest.raises(RuntimeError, match=r"setting 'broken'.*\(fit\).*no-such-model"):
-        schedule.run_settings("smoke", [("fine", good), ("broken", bad)], workers=2)
+        schedule.run_settings("smoke", [("fine", good), ("broken", bad)], ex.run_setting, workers=2)
 
 
 def test_default_workers(monkeypatch):
@@ -331,8 +333,7 @@ def test_identical_settings_run_once(monkeypatch):
         calls.append(setting)
         return pd.DataFrame({"setting": [setting], "v": [over["x"]]}), {"setting": setting, "wall_seconds": 0}
 
-    monkeypatch.setattr(ex, "run_setting", fake)
-    out = schedule.run_settings("smoke", [("a", {"x": 1}), ("b", {"x": 2}), ("c", {"x": 1})], workers=1)
+    out = schedule.run_settings("smoke", [("a", {"x": 1}), ("b", {"x": 2}), ("c", {"x": 1})], fake, workers=1)
     assert calls == ["a", "b"]
     assert [d["setting"][0] for d, _ in out] == ["a", "b", "c"] and out[2][0]["v"][0] == 1
     assert [i["setting"] for _, i in out] == ["a", "b", "c"]
@@ -377,8 +378,8 @@ def test_pool_workers_exit_with_a_killed_parent(over, tmp_path):
 
     base = {**over, "shots": 0, "out_dir": str(tmp_path / "runs")}
     settings = [(f"seed {s}", {**base, "seed": s}) for s in range(4)]
-    code = ("import json, sys; from anomalysd_core import schedule; "
-            "schedule.run_settings('smoke', json.loads(sys.argv[1]), workers=2)")
+    code = ("import json, sys; from anomalysd_core import experiments, schedule; "
+            "schedule.run_settings('smoke', json.loads(sys.argv[1]), experiments.run_setting, workers=2)")
     parent = subprocess.Popen([sys.executable, "-c", code, json.dumps(settings)])
     try:
         deadline = time.time() + 120
@@ -416,3 +417,17 @@ def test_pool_one_module_fits_wait_for_the_full_one(over, tmp_path, monkeypatch)
     assert {s: r["n_latents_reused"] for s, r in runs.items()} == \
         {"none": 0, "decoder only": n, "denoiser only": n, "both": 0}
     assert all(r["n_fresh_images"] == n for r in runs.values())
+
+
+def test_no_import_circle_between_experiments_and_schedule():
+    """``experiments`` (the tables) imports ``schedule`` (the pool); the pool imports nothing of it."""
+    import ast
+
+    import anomalysd_core.schedule as sched
+
+    tree = ast.parse(open(sched.__file__).read())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {f"{n.module}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.module
+                 for a in n.names}
+    assert not any("experiments" in m for m in imported), imported

@@ -207,3 +207,17 @@ def test_modules_adopted_from_a_finished_finetune(tiny_cfg, tmp_path, monkeypatc
     assert trained == ["unet", "vae"]
     # a module keyed on data it was not trained on is never adopted
     assert ft.module_donor(replace(full, data_root="elsewhere"), tmp_path / "fit-x", "vae") is None
+
+
+def test_lr_schedules():
+    from anomalysd_core.config import get_config
+    from anomalysd_core.finetune import lr_at
+
+    const = get_config("smoke", lr=3e-4)
+    assert {lr_at(const, s, 100) for s in range(100)} == {3e-4}
+    cos = get_config("smoke", lr=1e-3, lr_schedule="cosine")
+    lrs = [lr_at(cos, s, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(2e-4) and lrs[4] == pytest.approx(1e-3)  # 5 warm-up steps
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] < 1e-5
+    with pytest.raises(ValueError, match="'linear'"):
+        lr_at(get_config("smoke", lr_schedule="linear"), 0, 10)

@@ -157,3 +157,31 @@ def test_mini_profile_counts_at_small_size(tmp_path):
     defects = {s.defect for s in ds.test("grass") if s.label}
     assert defects == {"scratch", "stain", "hole", "crack", "foreign"}
     assert {s.defect for s in ds.test("coins") if s.label} == {"scratch", "stain", "hole"}
+
+
+def test_validation_build_shares_no_test_pixels(smoke, tmp_path):
+    """The validation split (settings are chosen on it) never uses a test image's source: texture
+    crops from the top half only, no test coin, no cell of the test build; the training coins
+    are the test build's (defects may be painted on them)."""
+    from anomalysd_core.mini import MINI_SEED, VAL_SEED
+
+    val = ensure_mini(get_config("smoke", data_root=str(tmp_path / "smoke-val"), image_size=32))
+    info = json.loads((val / MARKER).read_text())
+    assert info["split"] == "val" and info["seed"] == VAL_SEED and info["profile"] == "smoke"
+    assert json.loads((smoke / MARKER).read_text())["split"] == "test"
+    t, v = (pd.read_csv(r / "manifest.csv") for r in (smoke, val))
+    vb = v[(v.cls == "brick") & (v.split == "test")]
+    assert len(vb) == 6 and all(int(b.split(",")[2]) <= 256 for b in vb.crop_box)  # y1 within rows 0-255
+    tb = t[(t.cls == "brick") & (t.split == "test")]
+    assert all(int(b.split(",")[0]) >= 256 for b in tb.crop_box)
+    coins_test = set(t[(t.cls == "coins") & (t.split == "test")].source_item)
+    assert not coins_test & set(v[v.cls == "coins"].source_item)
+    assert set(v[(v.cls == "coins") & (v.split == "train")].source_item) == set(
+        t[(t.cls == "coins") & (t.split == "train")].source_item)
+    assert not set(t[t.cls == "solar_mono"].source_item) & set(v[v.cls == "solar_mono"].source_item)
+    ds = MVTecDataset(val)
+    assert len(ds.test("coins")) == 6 and sum(s.label for s in ds.test("coins")) == 3
+    assert ensure_mini(get_config("smoke", data_root=str(val), image_size=32)) == val  # reused
+    with pytest.raises(DataError, match="'holdout'"):
+        build_mini(tmp_path / "x", size=32, profile="smoke", split="holdout")
+    assert MINI_SEED != VAL_SEED

@@ -1,0 +1,108 @@
+"""Stage-by-stage diagnostics: where AnomalySD's signal is made and where it is lost.
+
+AnomalySD's anomaly map is a chain: the VAE must reconstruct a normal image (else every pixel
+differs), the inpainting must repaint normal content faithfully and anomalous content as normal
+(eq 11), the distance D must then be larger on anomalous pixels than on normal ones (eq 16-17),
+the prototype mask M^(p) must cover the anomaly and little else (eq 12-15), and the image score
+S_I = max S_map (eq 21) must come from the anomaly rather than from the worst normal pixel.
+``stage_table`` measures each link per class from the cached intermediates of ``evaluate``, so a
+reader can see which link breaks:
+
+========================  ==================================================================
+column                    meaning
+========================  ==================================================================
+``vae_psnr``              PSNR (dB) of D(E(x)) against x on the class's normal test images
+``d_normal``              mean S_ms on the pixels of normal test images
+``d_defect``              mean S_ms on ground-truth defect pixels (classes with masks)
+``d_ratio``               ``d_defect / d_normal``: above 1 when D sees the defects at all
+``pixel_auroc_ms``        pixel AUROC of S_ms (before the prototype term and the blur)
+``proto_cover_normal``    fraction of a normal image inside M^(p) (0 is ideal)
+``proto_cover_anomal``    fraction of an anomalous image inside M^(p)
+``proto_hit``             fraction of defect pixels inside M^(p) (1 is ideal)
+``max_on_defect``         fraction of anomalous images whose S_map maximum lies on the defect
+``i_auroc``               image AUROC of S_I = max S_map (the fused variant asked for)
+========================  ==================================================================
+
+Examples
+--------
+>>> from anomalysd_core.config import get_config
+>>> from anomalysd_core.evaluate import fit
+>>> from anomalysd_core.diagnose import stage_table
+>>> fitted = fit(get_config("smoke"), progress=False)      # doctest: +SKIP
+>>> stage_table(fitted)[["class", "vae_psnr", "d_ratio"]]  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+from . import data as data_mod
+from .evaluate import intermediates_cached
+from .scoring import harmonic_mean, to_tensor
+
+COLUMNS = ["class", "vae_psnr", "d_normal", "d_defect", "d_ratio", "pixel_auroc_ms", "proto_cover_normal",
+           "proto_cover_anomal", "proto_hit", "max_on_defect", "i_auroc"]
+
+
+@torch.no_grad()
+def vae_psnr(comp, images) -> np.ndarray:
+    """PSNR (dB, peak 1) of the VAE's reconstruction D(E(x)) of each HxWx3 image in [0, 1]."""
+    out = []
+    for img in images:
+        x = to_tensor(img).to(comp.device)
+        mse = float(((comp.decode(comp.encode(x)) - x.clamp(0, 1)) ** 2).mean())
+        out.append(10 * np.log10(1.0 / max(mse, 1e-12)))
+    return np.asarray(out)
+
+
+def _auroc(labels, scores) -> float:
+    labels = np.asarray(labels)
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < labels.size else float("nan")
+
+
+def stage_table(fitted, variant: str = "ms+proto", classes=None) -> pd.DataFrame:
+    """One row per class (see the module docstring); intermediates come from (and go to) the cache."""
+    det, cfg = fitted.detector, fitted.cfg
+    rows = []
+    for cls in classes or fitted.classes:
+        normal_imgs, d_norm, d_def, px_lab, px_s = [], [], [], [], []
+        cov_n, cov_a, hit, on_def, labels, scores = [], [], [], [], [], []
+        pixel = fitted.dataset.has_pixel_masks(cls)
+        for s in fitted.dataset.test(cls):
+            img, gt = data_mod.load_sample(s, cfg.image_size)
+            inter = intermediates_cached(fitted, s, img)
+            per = inter.scale_maps(det.grid_np)
+            s_ms = harmonic_mean([per[k] for k in sorted(per)])
+            sm = det.fuse(inter, variant=variant)
+            labels.append(s.label)
+            scores.append(sm.score)
+            pm = inter.proto_mask
+            if s.label == 0:
+                normal_imgs.append(img)
+                d_norm.append(float(s_ms.mean()))
+                if pm is not None:
+                    cov_n.append(float(pm.mean()))
+            elif pm is not None:
+                cov_a.append(float(pm.mean()))
+            if pixel and gt is not None:
+                px_lab.append(gt.ravel())
+                px_s.append(s_ms.ravel())
+                if s.label == 1 and gt.any():
+                    d_def.append(float(s_ms[gt].mean()))
+                    if pm is not None:
+                        hit.append(float(pm[gt].mean()))
+                    on_def.append(bool(gt.ravel()[int(np.argmax(sm.S_map))]))
+        mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
+        dn, dd = mean(d_norm), mean(d_def)
+        rows.append({
+            "class": cls,
+            "vae_psnr": mean(vae_psnr(det.comp, normal_imgs)) if normal_imgs else float("nan"),
+            "d_normal": dn, "d_defect": dd, "d_ratio": dd / dn if dn > 0 else float("nan"),
+            "pixel_auroc_ms": _auroc(np.concatenate(px_lab), np.concatenate(px_s)) if px_lab else float("nan"),
+            "proto_cover_normal": mean(cov_n), "proto_cover_anomal": mean(cov_a), "proto_hit": mean(hit),
+            "max_on_defect": mean(on_def), "i_auroc": _auroc(labels, scores)})
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    means = df.drop(columns="class").mean(numeric_only=True)
+    return pd.concat([df, pd.DataFrame([{"class": "mean", **means.to_dict()}])], ignore_index=True)
