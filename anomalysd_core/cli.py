@@ -53,7 +53,8 @@ def cmd_pretrain(args):
 
     out = pretrain(args.out, stage=args.stage, size=args.size, vae_minutes=args.vae_minutes,
                    unet_minutes=args.unet_minutes, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
-                   work=args.work, seed=args.seed)
+                   work=args.work, seed=args.seed, device=args.device, vae_batch=args.vae_batch,
+                   unet_batch=args.unet_batch, vae_lr=args.vae_lr, unet_lr=args.unet_lr, amp=not args.no_amp)
     print(f"base model written to {out}")
 
 
@@ -163,6 +164,12 @@ def main(argv=None):
     p.add_argument("--unet-steps", type=int, default=20000)
     p.add_argument("--work", default="runs/pretrain")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--vae-batch", type=int, default=8, help="VAE batch (GPU: 128)")
+    p.add_argument("--unet-batch", type=int, default=8, help="U-Net batch (GPU: 256)")
+    p.add_argument("--vae-lr", type=float, default=1e-3, help="VAE AdamW lr (GPU, batch 128: 5e-4)")
+    p.add_argument("--unet-lr", type=float, default=3e-4)
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on a GPU")
     p.set_defaults(fn=cmd_pretrain)
 
     p = sub.add_parser("fit", help="sample K shots, fine-tune (eq 8-10), build prototype banks")

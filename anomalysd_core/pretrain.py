@@ -140,19 +140,82 @@ def pretrain_masks(n: int, size: int, rng: np.random.Generator, scales=(1, 2, 4,
     return m
 
 
+def device_masks(n: int, size: int, gen: torch.Generator, scales=(1, 2, 4, 8)) -> torch.Tensor:
+    """``pretrain_masks`` drawn as whole-batch tensor operations on ``gen``'s device, so that a GPU
+    is not kept waiting for masks made one by one on the CPU: (n,1,S,S) float in {0, 1}."""
+    dev = gen.device
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, device=dev)
+
+    yy = torch.arange(size, device=dev).view(1, size, 1)
+    xx = torch.arange(size, device=dev).view(1, 1, size)
+    k = torch.tensor(scales, device=dev)[(rand(n) * len(scales)).long().clamp(max=len(scales) - 1)]
+    cell = (size // k).view(n, 1, 1)
+    i, j = ((rand(n) * k).long().view(n, 1, 1), (rand(n) * k).long().view(n, 1, 1))
+    grid = (yy >= i * cell) & (yy < (i + 1) * cell) & (xx >= j * cell) & (xx < (j + 1) * cell)
+    hh, ww = ((0.1 + 0.5 * rand(2, n)) * size).long() + 1
+    y0 = (rand(n) * (size - hh + 1)).long().view(n, 1, 1)
+    x0 = (rand(n) * (size - ww + 1)).long().view(n, 1, 1)
+    rect = (yy >= y0) & (yy < y0 + hh.view(n, 1, 1)) & (xx >= x0) & (xx < x0 + ww.view(n, 1, 1))
+    count = 1 + (rand(n, 1) * 3).long()                      # 1-3 discs
+    cy, cx = rand(n, 3) * size, rand(n, 3) * size
+    rad = (0.05 + 0.2 * rand(n, 3)) * size
+    on = torch.arange(3, device=dev).view(1, 3) < count
+    disc = ((yy[:, None] - cy[..., None, None]) ** 2 + (xx[:, None] - cx[..., None, None]) ** 2
+            < rad[..., None, None] ** 2) & on[..., None, None]
+    u = rand(n).view(n, 1, 1)
+    m = torch.where(u < 0.5, grid, torch.where(u < 0.8, rect, disc.any(1)))
+    return m[:, None].float()
+
+
+class Prefetch:
+    """Makes the next batch on a background thread while the current one trains (torch's image
+    ops release the GIL), and moves it to ``device``."""
+
+    def __init__(self, batches: Batches, n: int, device):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.batches, self.n, self.device = batches, n, torch.device(device)
+        self.pool = ThreadPoolExecutor(1)
+        self.next = self.pool.submit(self.batches, self.n)
+
+    def __call__(self):
+        x, caps = self.next.result()
+        self.next = self.pool.submit(self.batches, self.n)
+        return x.to(self.device, non_blocking=True), caps
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _autocast(device, amp: bool):
+    """bf16 autocast on a CUDA device when ``amp`` (fp32 master weights, fp32 Adam), else a no-op."""
+    import contextlib
+
+    dev = torch.device(device)
+    if amp and dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train_vae(comp, batches: Batches, steps: int, max_minutes: float, state: Path, lr: float = 1e-3,
-              batch: int = 8, log=None) -> dict:
-    """Stage 1: E and D with MSE + L1 + 1e-6 KL; resumes from ``state``; returns a summary."""
-    vae = comp.vae.train().requires_grad_(True)
+              batch: int = 8, log=None, amp: bool = True) -> dict:
+    """Stage 1: E and D with MSE + L1 + 1e-6 KL; resumes from ``state``; returns a summary.
+
+    Runs on ``comp.device``; on a GPU the forward passes run under bf16 autocast when ``amp``."""
+    vae = comp.vae.float().train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     start, losses, _, _ = load_checkpoint(state, vae, opt)
     t0 = time.time()
+    feed = Prefetch(batches, batch, comp.device)
     bar = tqdm(range(start, steps), desc="vae", mininterval=10)
     for step in bar:
-        x, _ = batches(batch)
-        post = vae.encode(x * 2 - 1).latent_dist
-        rec = (vae.decode(post.sample()).sample + 1) / 2
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
+        x, _ = feed()
+        with _autocast(comp.device, amp):
+            post = vae.encode(x * 2 - 1).latent_dist
+            rec = (vae.decode(post.sample()).sample.float() + 1) / 2
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-6 * post.kl().float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -162,25 +225,33 @@ def train_vae(comp, batches: Batches, steps: int, max_minutes: float, state: Pat
             save_checkpoint(state, step + 1, vae, opt, losses)
         if time.time() - t0 > max_minutes * 60:
             break
+    feed.close()
     step = len(losses)
     save_checkpoint(state, step, vae, opt, losses)
     vae.eval().requires_grad_(False)
     # latent scaling factor: unit variance latents, as SD's 0.18215
     with torch.no_grad():
-        zs = torch.cat([vae.encode(batches(16)[0] * 2 - 1).latent_dist.mean for _ in range(8)])
+        zs = torch.cat([vae.encode(batches(16)[0].to(comp.device) * 2 - 1).latent_dist.mean
+                        for _ in range(8)]).float()
     vae.register_to_config(scaling_factor=float(1.0 / zs.std()))
     return {"steps": step, "minutes": (time.time() - t0) / 60, "final_loss": float(np.mean(losses[-100:])),
             "losses": losses, "scaling_factor": float(1.0 / zs.std())}
 
 
 def train_unet(comp, batches: Batches, steps: int, max_minutes: float, state: Path, lr: float = 3e-4,
-               batch: int = 8, seed: int = 0, log=None) -> dict:
-    """Stage 2: generic inpainting with the loss of eq (8) on random masks and captions."""
+               batch: int = 8, seed: int = 0, log=None, amp: bool = True) -> dict:
+    """Stage 2: generic inpainting with the loss of eq (8) on random masks and captions.
+
+    Runs on ``comp.device`` (bf16 autocast on a GPU when ``amp``); on a GPU the masks are drawn
+    there in one batch operation (``device_masks``), on a CPU one by one (``pretrain_masks``, the
+    stream that made ``models/mini-base-cpu``)."""
     from diffusers import DDPMScheduler
 
     from .finetune import inpainting_loss
 
-    unet = comp.unet.train().requires_grad_(True)
+    unet = comp.unet.float().train().requires_grad_(True)
+    on_gpu = torch.device(comp.device).type != "cpu"
+    mask_gen = torch.Generator(device=comp.device).manual_seed(seed + 2) if on_gpu else None
     noise_sched = DDPMScheduler.from_config(comp.scheduler.config)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
     rng = np.random.default_rng(seed + 1)
@@ -193,18 +264,20 @@ def train_unet(comp, batches: Batches, steps: int, max_minutes: float, state: Pa
     def embed(caps):
         for c in set(caps) - caption_cache.keys():
             caption_cache[c] = comp.text([c])[0]
-        return torch.stack([caption_cache[c] for c in caps])
+        return torch.stack([caption_cache[c] for c in caps]).to(comp.device)
 
     t0 = time.time()
+    feed = Prefetch(batches, batch, comp.device)
     bar = tqdm(range(start, steps), desc="unet", mininterval=10)
     for step in bar:
         lr_now = lr * min(1.0, (step + 1) / 200)  # short warm-up
         for g in opt.param_groups:
             g["lr"] = lr_now
-        x, caps = batches(batch)
+        x, caps = feed()
         caps = [c if rng.random() > 0.1 else "" for c in caps]
-        m = pretrain_masks(batch, x.shape[-1], rng)
-        loss = inpainting_loss(comp, unet, x, m, embed(caps), noise_sched, gen)
+        m = device_masks(batch, x.shape[-1], mask_gen) if on_gpu else pretrain_masks(batch, x.shape[-1], rng)
+        with _autocast(comp.device, amp):
+            loss = inpainting_loss(comp, unet, x, m.to(comp.device), embed(caps), noise_sched, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -215,6 +288,7 @@ def train_unet(comp, batches: Batches, steps: int, max_minutes: float, state: Pa
             save_checkpoint(state, step + 1, unet, opt, losses, gen=gen)
         if time.time() - t0 > max_minutes * 60:
             break
+    feed.close()
     save_checkpoint(state, len(losses), unet, opt, losses, gen=gen)
     unet.eval().requires_grad_(False)
     return {"steps": len(losses), "minutes": (time.time() - t0) / 60,
@@ -223,33 +297,49 @@ def train_unet(comp, batches: Batches, steps: int, max_minutes: float, state: Pa
 
 def pretrain(out: str | Path, stage: str = "all", size: int = 64, vae_steps: int = 3000,
              unet_steps: int = 20000, vae_minutes: float = 15, unet_minutes: float = 40,
-             work: str | Path = "runs/pretrain", seed: int = 0) -> Path:
-    """Run stage ``vae``, ``unet`` or ``all``; write the base model to ``out`` (save_pretrained)."""
+             work: str | Path = "runs/pretrain", seed: int = 0, device: str = "cpu",
+             vae_batch: int = 8, unet_batch: int = 8, vae_lr: float = 1e-3, unet_lr: float = 3e-4,
+             amp: bool = True) -> Path:
+    """Run stage ``vae``, ``unet`` or ``all``; write the base model to ``out`` (save_pretrained).
+
+    ``device="cuda"`` trains on a GPU with bf16 autocast (``amp``) and the batches given; a GPU
+    minute sees tens of times the samples of a CPU hour (``models/mini-base``: VAE 3,682 steps at
+    batch 128 with lr 5e-4, U-Net 2,316 steps at batch 256, in 6 H200 minutes). Each stage stops at
+    its step count or its minutes, whichever comes first, and resumes from ``work``.
+    """
     from diffusers import AutoencoderKL
 
     from .models import load_text_encoder, new_mini_components, save_base
-    from .utils import git_commit, seed_everything, write_json_atomic
+    from .utils import git_commit, resolve_device, seed_everything, write_json_atomic
 
+    for name, v in (("vae_batch", vae_batch), ("unet_batch", unet_batch), ("vae_steps", vae_steps),
+                    ("unet_steps", unet_steps)):
+        if int(v) < 1:
+            raise ValueError(f"pretrain: {name} must be >= 1, got {v!r}")
+    dev = resolve_device(device)
     seed_everything(seed)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    comp = new_mini_components(size, "minilm", seed=seed)
+    comp = new_mini_components(size, "minilm", seed=seed, device=dev)
     card_path = work / "card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     if stage in ("vae", "all"):
         # the VAE is fully convolutional: train on 64-px views (4x cheaper), check at full size
-        summ = train_vae(comp, Batches(64, seed), vae_steps, vae_minutes, work / "vae_state.pt")
+        summ = train_vae(comp, Batches(64, seed), vae_steps, vae_minutes, work / "vae_state.pt",
+                         lr=vae_lr, batch=vae_batch, amp=amp)
         comp.vae.save_pretrained(work / "vae")
-        card["vae"] = {k: v for k, v in summ.items() if k != "losses"} | {"train_size": 64}
+        card["vae"] = {k: v for k, v in summ.items() if k != "losses"} | {"train_size": 64, "batch": vae_batch,
+                                                                          "lr": vae_lr}
         write_json_atomic(work / "vae_losses.json", summ["losses"])
         write_json_atomic(card_path, card)
     if stage in ("unet", "all"):
         if not (work / "vae").is_dir():
             raise FileNotFoundError(f"{work / 'vae'} is missing: run the 'vae' stage first")
-        comp.vae = AutoencoderKL.from_pretrained(work / "vae").eval().requires_grad_(False)
+        comp.vae = AutoencoderKL.from_pretrained(work / "vae").to(dev).eval().requires_grad_(False)
         summ = train_unet(comp, Batches(size, seed + 7), unet_steps, unet_minutes,
-                          work / "unet_state.pt", seed=seed)
-        card["unet"] = {k: v for k, v in summ.items() if k != "losses"} | {"train_size": size}
+                          work / "unet_state.pt", lr=unet_lr, batch=unet_batch, seed=seed, amp=amp)
+        card["unet"] = {k: v for k, v in summ.items() if k != "losses"} | {"train_size": size, "batch": unet_batch,
+                                                                            "lr": unet_lr}
         write_json_atomic(work / "unet_losses.json", summ["losses"])
         write_json_atomic(card_path, card)
         comp.text = load_text_encoder("minilm")
@@ -257,7 +347,8 @@ def pretrain(out: str | Path, stage: str = "all", size: int = 64, vae_steps: int
             "name": "anomalysd-mini-base", "text_encoder": "minilm", "image_size": size,
             "corpus": sorted(CORPUS) + [f"procedural:{p}" for p in PROCEDURAL],
             "excluded_sources": sorted(EXCLUDED), "commit": git_commit(), "seed": seed,
-            "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "amp": bool(amp and dev.type == "cuda"),
         })
         save_base(comp, out, card)
         write_model_card(Path(out), card)
