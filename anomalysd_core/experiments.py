@@ -435,6 +435,36 @@ def noise_sweep(profile: str = "mini", lambdas=(0.2, 0.4, 0.6, 0.8), seed: int =
                     results_dir=results_dir, common=over, workers=workers, lambdas=list(lambdas))
 
 
+# The mini fine-tune and noise strength of the book before the schedule study (notebook 10 compares)
+EARLIER_MINI = dict(unet_steps=150, decoder_steps=50, lr=1e-4, lr_schedule="constant", noise_strength=0.4)
+
+
+def diagnosis(profile: str = "mini", models=(), seed: int = 0, shots: int = 1, write: bool = True,
+              results_dir=None, workers: int | None = None, **over) -> pd.DataFrame:
+    """Stage diagnostics (``diagnose.stage_table``) of each model, one (label, overrides) each (they
+    take precedence over ``over``), on the test images: fine-tunes and intermediates are computed on the worker pool (and cached),
+    then every model is measured from the cache. Columns: ``model`` and ``diagnose.COLUMNS``."""
+    from .diagnose import stage_table
+    from .schedule import config_overrides
+
+    t0 = time.perf_counter()
+    settings = [(lab, {**over, "shots": shots, "seed": seed, **o}) for lab, o in models]  # a model's own win
+    runs = [info for _, info in run_settings(profile, settings, run_setting, workers)]
+    frames = []
+    for lab, o in settings:
+        cfg = get_config(profile, **config_overrides(o))
+        backbone, distance = frozen_models(cfg)
+        st = stage_table(fit(cfg, progress=False, backbone=backbone, distance=distance))
+        st.insert(0, "model", lab)
+        frames.append(st)
+    df = pd.concat(frames, ignore_index=True)
+    if write:
+        _write(profile, "diagnosis", df, runs, [seed], t0, out=results_dir, common=over,
+               models={lab: o for lab, o in models})
+    df.attrs["runs"] = runs
+    return df
+
+
 def load_result(name: str, profile: str = "mini", results_dir=None):
     """``(table, provenance)`` of ``results/<profile>/<name>.csv`` (``(None, None)`` when absent)."""
     d = get_results_dir(profile, results_dir)
