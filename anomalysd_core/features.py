@@ -387,13 +387,54 @@ class LPIPSDistance(Distance):
         return self.lp.lins[l](sqdiff)
 
 
+class PixelDistance(Distance):
+    """Colour distance at the detail a small prior can draw (``distance="pixel"``, mini option).
+
+    ``D_hw = sum_c (G_sigma * x - G_sigma * x_hat)_{c,hw}^2``: the squared RGB difference of the
+    two images after the same Gaussian blur (``sigma`` pixels), one "layer" at full resolution.
+    Not the paper's LPIPS (eq 16-17): on mini the inpaintings of a 64-px prior are smooth
+    estimates of the texture, so deep features differ from the sharp input on every normal pixel,
+    while colour after a matched blur differs mainly where the defect was repainted (measured on
+    the validation build: notebook 10). The decoder's perceptual term (eq 10) still uses a
+    perceptual network: ``loss`` delegates to ``perceptual`` (Lite0 features by default).
+    """
+
+    def __init__(self, perceptual: Distance, sigma: float = 1.0, chunk: int = 32):
+        super().__init__(chunk)
+        self.perceptual = perceptual
+        self.sigma = float(sigma)
+        r = max(1, int(3 * self.sigma + 0.5))
+        t = torch.arange(-r, r + 1, dtype=torch.float32)
+        k = torch.exp(-t ** 2 / (2 * self.sigma ** 2))
+        self.register_buffer("kernel", k / k.sum(), persistent=False)
+
+    def _device(self):
+        return self.kernel.device
+
+    def _blur(self, x):
+        k, r, c = self.kernel, (len(self.kernel) - 1) // 2, x.shape[1]
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+        return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+    def features(self, x):
+        return [self._blur(x.float())]
+
+    def weigh(self, l, sqdiff):
+        return sqdiff.sum(dim=1, keepdim=True)
+
+    def loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """The perceptual term of eq (10): the perceptual network's, not the colour distance."""
+        return self.perceptual.loss(x, x_hat)
+
+
 def _alexnet_cached() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
 
 
 def build_distance(name: str = "lite0", pretrained: bool = True, device="cpu",
                    chunk: int = 32) -> Distance:
-    """The distance of ``Config.distance``: ``"lite0"`` or ``"lpips_alex"``.
+    """The distance of ``Config.distance``: ``"lite0"``, ``"lpips_alex"`` or ``"pixel"`` (colour after
+    a 1-pixel Gaussian blur, with Lite0 as the decoder's perceptual loss; :class:`PixelDistance`).
 
     ``lpips_alex`` with ``pretrained=True`` needs torchvision's AlexNet ImageNet weights in the torch
     hub cache (``$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth``) and raises a
@@ -408,6 +449,8 @@ def build_distance(name: str = "lite0", pretrained: bool = True, device="cpu",
             from efficientnet_lite_pytorch import EfficientNet
             trunk = EfficientNet.from_name("efficientnet-lite0")
         return Lite0Distance(trunk, chunk=chunk).to(device)
+    if name == "pixel":
+        return PixelDistance(build_distance("lite0", pretrained, device, chunk), sigma=1.0, chunk=chunk).to(device)
     if name == "lpips_alex":
         import lpips
 
@@ -422,7 +465,7 @@ def build_distance(name: str = "lite0", pretrained: bool = True, device="cpu",
             warnings.simplefilter("ignore")
             lp = lpips.LPIPS(net="alex", spatial=True, pnet_rand=not pretrained, verbose=False)
         return LPIPSDistance(lp, chunk=chunk).to(device)
-    raise ValueError(f"unknown distance {name!r}; choose 'lite0' or 'lpips_alex'")
+    raise ValueError(f"unknown distance {name!r}; choose 'lite0', 'lpips_alex' or 'pixel'")
 
 
 _FROZEN: dict = {}  # per process: (kind, name, device) -> a frozen network

@@ -62,7 +62,7 @@ from .data import DataError
 from .utils import atomic_path, write_csv_atomic, write_json_atomic
 
 MARKER = "build_complete.json"
-BUILD_VERSION = 2
+BUILD_VERSION = 3  # 3: the validation split (the test build is unchanged)
 MINI_SEED = 0            # the benchmark is fixed; experiment seeds only change the K-shot draws
 VAL_SEED = 1             # the validation build (``split="val"``) that settings are chosen on
 VAL_SUFFIX = "-val"      # ``ensure_mini`` builds the validation split into a folder named like this
@@ -463,16 +463,18 @@ def _coin_ids(rng, n_coins: int, counts) -> dict:
 
 
 def _val_coin_ids(rng, n_coins: int, counts, test_ids: dict) -> dict:
-    """The validation build's coins: the test build's training coins, the normal-test images from
-    the coins the test build leaves unused, and defects painted on both (never a test coin)."""
-    spare = [i for i in range(n_coins) if i not in test_ids["good"] + test_ids["bad"]
-             and i not in test_ids["train"]]
+    """The validation build's coins: the test build's training coins (the shots), and test images
+    only from the coins the test build leaves unused: normal ones first, then defects painted on
+    the rest of them (on the same ones when too few are left). No test image shows a shot's coin,
+    as in the test build."""
+    spare = [i for i in range(n_coins) if i not in test_ids["good"] + test_ids["bad"] + test_ids["train"]]
     if not spare:
         raise DataError("coins: no coin is left over for the validation build")
-    pool = test_ids["train"] + spare
+    good = spare[:counts["test_good"]]
+    rest = spare[len(good):] or spare
     n = counts["test_bad"]
-    bad = [pool[int(i)] for i in rng.choice(len(pool), size=n, replace=len(pool) < n)]
-    return {"train": list(test_ids["train"]), "good": spare[:counts["test_good"]], "bad": bad}
+    bad = [rest[int(i)] for i in rng.choice(len(rest), size=n, replace=len(rest) < n)]
+    return {"train": list(test_ids["train"]), "good": good, "bad": bad}
 
 
 def _build_coins(cls, root: Path, size, seed, counts, rng, split="test"):
@@ -598,8 +600,9 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
     ``split="val"`` builds the *validation* benchmark that settings are chosen on, with the same
     classes, counts and defect painters but none of the test build's (``MINI_SEED``) test pixels:
     texture test crops come from the top half (the training region), coins are the test build's
-    training coins and the coins it leaves unused (normal-test images only from the unused ones;
-    defects are painted on both), and solar cells are cells the test build does not use at all.
+    training coins, test images from the coins it leaves unused (4 of the 24 for ``mini``: normal
+    images from them, defects painted on them), and solar cells are cells the test build does not
+    use at all.
 
     The build goes into a hidden sibling folder, the marker ``build_complete.json`` is written
     last, and only then is the folder renamed onto ``out_dir``: an interrupted build never leaves a
@@ -640,7 +643,7 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
                     ("different coins" if cls == "coins" else "different cells"
                      if cls.startswith("solar_") else "train crops from rows 0-255, test crops from rows 256-511")
                     if split == "test" else
-                    ("the test build's training coins and unused coins; defects also on the training coins"
+                    ("training coins of the test build; test images from the coins it does not use"
                      if cls == "coins" else "cells unused by the test build" if cls.startswith("solar_")
                      else "train and test crops both from rows 0-255 (may overlap)")),
             })

@@ -1,8 +1,8 @@
 """Quality against fine-tune seconds on the *validation* build of mini (never the test images).
 
 Each candidate is a set of config overrides (learning rate, its schedule, U-Net and decoder steps);
-it is fine-tuned once (1 shot, seed 0, on ``data/mini-val``) and scored at every noise strength in
-``--lambdas`` (lambda does not change the fine-tune). One row per candidate, lambda and Table-5
+it is fine-tuned once per distance of ``--distances`` (1 shot, seed 0, on ``data/mini-val``) and
+scored at every noise strength in ``--lambdas`` (lambda does not change the fine-tune). One row per candidate, lambda and Table-5
 variant goes to ``results/<profile>/finetune_schedule.csv`` with the fine-tune's seconds per
 module (one thread per worker process, ``--workers`` processes side by side), and the run's
 provenance to ``finetune_schedule.provenance.json``. Notebook 10 plots it; the mini defaults in
@@ -25,20 +25,19 @@ sys.path.insert(0, str(REPO))
 
 # name -> overrides; steps are U-Net / decoder optimiser steps at batch 8
 CANDIDATES: dict[str, dict] = {
-    "150-50-1e-4": dict(unet_steps=150, decoder_steps=50, lr=1e-4),
-    "1000-200-1e-4": dict(unet_steps=1000, decoder_steps=200, lr=1e-4),
-    "1000-200-3e-4": dict(unet_steps=1000, decoder_steps=200, lr=3e-4),
+    "150-50-1e-4": dict(unet_steps=150, decoder_steps=50, lr=1e-4, lr_schedule="constant"),
+    "1000-200-3e-4": dict(unet_steps=1000, decoder_steps=200, lr=3e-4, lr_schedule="constant"),
     "500-100-5e-4-cos": dict(unet_steps=500, decoder_steps=100, lr=5e-4, lr_schedule="cosine"),
     "1000-200-5e-4-cos": dict(unet_steps=1000, decoder_steps=200, lr=5e-4, lr_schedule="cosine"),
     "2000-300-3e-4-cos": dict(unet_steps=2000, decoder_steps=300, lr=3e-4, lr_schedule="cosine"),
-    "4000-400-1e-4": dict(unet_steps=4000, decoder_steps=400, lr=1e-4),
+    "4000-400-1e-4": dict(unet_steps=4000, decoder_steps=400, lr=1e-4, lr_schedule="constant"),
 }
 VARIANTS = ("full", "ms", "ms+proto")
 
 
 def run_one(args) -> list[dict]:
     """Fine-tune one candidate and score it at every lambda; rows of the CSV."""
-    name, over, profile, data_root, lambdas, out_dir, threads = args
+    name, over, profile, data_root, lambdas, out_dir, threads = args  # over holds the distance
     import torch
 
     torch.set_num_threads(threads)
@@ -62,16 +61,17 @@ def run_one(args) -> list[dict]:
         times = done.get("times", {})
         for _, r in df[df["class"] == "mean"].iterrows():
             rows.append({"candidate": name, **{k: over.get(k, getattr(cfg, k)) for k in
-                                               ("unet_steps", "decoder_steps", "lr", "lr_schedule")},
+                                               ("unet_steps", "decoder_steps", "lr", "lr_schedule",
+                                                "distance")},
                          "noise_strength": lam, "method": r["method"], "variant": r["variant"],
                          "i_auroc": r["i_auroc"], "p_auroc": r["p_auroc"], "p_pro": r["p_pro"],
                          "unet_s": times.get("unet_s", float("nan")),
                          "decoder_s": times.get("decoder_s", float("nan")),
                          "score_s": score_s, "threads": threads})
         for _, r in df[(df["class"] != "mean") & (df["variant"] == "ms+proto")].iterrows():
-            print(f"{name} lambda {lam} {r['class']}: {100 * r['i_auroc']:.1f} / {100 * r['p_auroc']:.1f}",
+            print(f"{name} {cfg.distance} lambda {lam} {r['class']}: {100 * r['i_auroc']:.1f} / {100 * r['p_auroc']:.1f}",
                   flush=True)
-    print(f"{name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"{name} {over.get('distance')}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     return rows
 
 
@@ -80,6 +80,7 @@ def main(argv=None):
     ap.add_argument("--profile", default="mini")
     ap.add_argument("--data-root", default="data/mini-val")
     ap.add_argument("--lambdas", default="0.4,0.6")
+    ap.add_argument("--distances", default="lite0,pixel", help="the distance D of each run (eq 16-17)")
     ap.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out-dir", default="runs/schedule", help="runs folder of the fine-tunes")
@@ -94,7 +95,9 @@ def main(argv=None):
         raise SystemExit(f"unknown candidates {unknown}; known: {list(CANDIDATES)}")
     lambdas = [float(v) for v in a.lambdas.split(",")]
     threads = max(1, (os.cpu_count() or 1) // max(1, a.workers))
-    jobs = [(n, CANDIDATES[n], a.profile, a.data_root, lambdas, a.out_dir, threads) for n in names]
+    dists = [d for d in a.distances.split(",") if d]
+    jobs = [(n, {**CANDIDATES[n], "distance": d}, a.profile, a.data_root, lambdas, a.out_dir, threads)
+            for d in dists for n in names]
 
     import multiprocessing as mp
 
@@ -110,12 +113,16 @@ def main(argv=None):
         for rows in pool.imap_unordered(run_one, jobs):
             new = pd.DataFrame(rows)
             if len(old):
-                old = old[~old["candidate"].isin(new["candidate"].unique())]
+                if "distance" not in old:
+                    old["distance"] = "lite0"
+                done = set(zip(new["candidate"], new["distance"]))
+                old = old[[(c, d) not in done for c, d in zip(old["candidate"], old["distance"])]]
             old = pd.concat([old, new], ignore_index=True)
-            write_csv_atomic(csv, old.sort_values(["unet_s", "candidate", "noise_strength"], kind="stable"))
+            write_csv_atomic(csv, old.sort_values(["distance", "unet_s", "candidate", "noise_strength"],
+                                                  kind="stable"))
     write_json_atomic(csv.with_suffix(".provenance.json"), provenance(
         get_config(a.profile, data_root=a.data_root), candidates={n: CANDIDATES[n] for n in names},
-        lambdas=lambdas, workers=a.workers, threads_per_worker=threads, shots=1, seed=0,
+        lambdas=lambdas, distances=dists, workers=a.workers, threads_per_worker=threads, shots=1, seed=0,
         seconds=time.perf_counter() - t0))
     print(f"wrote {csv}")
 

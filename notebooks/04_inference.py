@@ -21,7 +21,9 @@
 # paper's Fig. 2:
 #
 # 1. the multi-scale grid masks $M^{(k)}_{ij}$ and one inpainting per mask (eq 11);
-# 2. the perceptual distance maps $D(x, \hat x)$ (eq 16-17);
+# 2. the distance maps $D(x, \hat x)$ (eq 16-17: LPIPS in the paper; on mini the colour difference
+#    after a 1-pixel blur, chosen on the validation build: see {doc}`../deviations` and
+#    {doc}`10_diagnosis`);
 # 3. the per-scale maps $S^{(k)}$ (eq 18) and their harmonic mean $S_{ms}$ (eq 19);
 # 4. the prototype error map $E$ (eq 14), its threshold $r$ and mask $M^{(p)}$ (eq 15), the
 #    prototype inpainting and $S_{pg}$ (eq 20);

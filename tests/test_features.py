@@ -161,3 +161,21 @@ def test_lite0_distance_by_hand(dist_lite0):
         total = total + F.interpolate(dl, size=(64, 64), mode="bilinear", align_corners=False)
     torch.testing.assert_close(dist_lite0(x, y), total, atol=1e-5, rtol=1e-4)
     assert np.isfinite(float(total.mean()))
+
+
+def test_pixel_distance_is_blurred_colour_difference():
+    from anomalysd_core.features import PixelDistance, build_distance
+
+    d = build_distance("pixel", pretrained=False)
+    assert isinstance(d, PixelDistance) and d.sigma == 1.0
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 32, 32, generator=g)
+    y = x.clone()
+    y[:, :, 10:14, 20:24] = 1 - y[:, :, 10:14, 20:24]  # a local colour change
+    m = d(x, torch.cat([x, y]))
+    assert m.shape == (2, 1, 32, 32) and float(m[0].abs().max()) < 1e-10
+    peak = np.unravel_index(int(m[1, 0].argmax()), (32, 32))
+    assert 9 <= peak[0] <= 14 and 19 <= peak[1] <= 24  # at the change
+    assert float(m[1, 0, 0, 0]) < 1e-6  # far from it: nothing
+    # the decoder's perceptual term (eq 10) is the perceptual network's, not the colour distance
+    assert torch.allclose(d.loss(x, y), d.perceptual.loss(x, y))

@@ -213,7 +213,7 @@ def test_lr_schedules():
     from anomalysd_core.config import get_config
     from anomalysd_core.finetune import lr_at
 
-    const = get_config("smoke", lr=3e-4)
+    const = get_config("smoke", lr=3e-4, lr_schedule="constant")
     assert {lr_at(const, s, 100) for s in range(100)} == {3e-4}
     cos = get_config("smoke", lr=1e-3, lr_schedule="cosine")
     lrs = [lr_at(cos, s, 100) for s in range(100)]
