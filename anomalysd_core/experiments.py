@@ -435,8 +435,10 @@ def noise_sweep(profile: str = "mini", lambdas=(0.2, 0.4, 0.6, 0.8), seed: int =
                     results_dir=results_dir, common=over, workers=workers, lambdas=list(lambdas))
 
 
-# The mini fine-tune and noise strength of the book before the schedule study (notebook 10 compares)
-EARLIER_MINI = dict(unet_steps=150, decoder_steps=50, lr=1e-4, lr_schedule="constant", noise_strength=0.4)
+# The mini fine-tune, distance and noise strength of the book before the validation study (notebook
+# 10 compares them with the current defaults)
+EARLIER_MINI = dict(unet_steps=150, decoder_steps=50, lr=1e-4, lr_schedule="constant", noise_strength=0.4,
+                    distance="lite0")
 
 
 def diagnosis(profile: str = "mini", models=(), seed: int = 0, shots: int = 1, write: bool = True,

@@ -175,7 +175,9 @@ display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 #
 # ## What's next
 #
-# The {doc}`../results` page collects every table of this book beside the paper's.
+# {doc}`10_diagnosis` measures each link of the method's chain for the earlier and the current mini
+# settings and shows how those settings were chosen; the {doc}`../results` page collects every
+# table of this book beside the paper's.
 #
 # ## Exercises
 #
