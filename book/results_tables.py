@@ -128,7 +128,7 @@ from anomalysd_core import experiments as ex
 from anomalysd_core import plots
 
 MAKERS = {"table1": "05_main_results", "table3": "06_ablation_modules", "table4": "07_ablation_design",
-          "table5": "08_ablation_masks", "noise_sweep": "09_noise_strength"}
+          "table5": "08_ablation_masks", "noise_sweep": "09_noise_strength", "diagnosis": "10_diagnosis"}
 loaded = {name: ex.load_result(name, profile, rdir) for name in MAKERS}
 
 
