@@ -35,6 +35,18 @@ CANDIDATES: dict[str, dict] = {
 VARIANTS = ("full", "ms", "ms+proto")
 
 
+def _module_seconds(run_dir: Path) -> dict:
+    """{"unet_s", "decoder_s"} of a fine-tune; a module adopted from another fine-tune (same module
+    settings, ``finetune.module_donor``) counts with the seconds its donor spent training it."""
+    done = json.loads((run_dir / "done.json").read_text())
+    times = dict(done.get("times", {}))
+    for module, key in (("unet", "unet_s"), ("vae", "decoder_s")):
+        donor = done.get("adopted", {}).get(module)
+        if key not in times and donor:
+            times[key] = _module_seconds(run_dir.parent / donor).get(key, float("nan"))
+    return times
+
+
 def run_one(args) -> list[dict]:
     """Fine-tune one candidate and score it at every lambda; rows of the CSV."""
     name, over, profile, data_root, lambdas, out_dir, threads = args  # over holds the distance
@@ -57,8 +69,7 @@ def run_one(args) -> list[dict]:
         t1 = time.perf_counter()
         df = evaluate(fitted, variants=VARIANTS, progress=False)
         score_s = time.perf_counter() - t1
-        done = json.loads((fitted.run_dir / "done.json").read_text())
-        times = done.get("times", {})
+        times = _module_seconds(fitted.run_dir)
         for _, r in df[df["class"] == "mean"].iterrows():
             rows.append({"candidate": name, **{k: over.get(k, getattr(cfg, k)) for k in
                                                ("unet_steps", "decoder_steps", "lr", "lr_schedule",
