@@ -33,7 +33,7 @@
 # | {doc}`01_preliminaries` | Necessary | the forward process, eq (1) |
 # | {doc}`04_inference` | Necessary | what an inpainting is used for |
 #
-# **Time to learn**: 15 minutes. **Run time**: about five minutes on a 2-core CPU for the mini profile
+# **Time to learn**: 15 minutes. **Run time**: about three minutes on a 2-core CPU for the mini profile
 # (one evaluation per new $\lambda$; the fine-tune is shared, and the profile's own $\lambda$ is cached).
 #
 # ## Imports

@@ -170,7 +170,9 @@ long = diag[diag["class"] != "mean"].melt(id_vars=["model", "class"], value_vars
     "vae_psnr", "d_ratio", "proto_hit", "max_on_defect", "i_auroc"], var_name="measure")
 g = sns.catplot(long, x="class", y="value", hue="model", col="measure", kind="bar", sharey=False,
                 col_wrap=3, height=2.6, aspect=1.3, hue_order=[m for m, _ in models])
-g.set_xticklabels(rotation=45)
+for ax in g.axes.flat:
+    ax.tick_params(axis="x", labelrotation=45, labelbottom=True)
+g.tight_layout()
 plt.show()
 
 # %%
@@ -223,7 +225,7 @@ display(Markdown("\n".join(f"- {s}" for s in sent)))
 
 # %%
 tex = [c for c in classes if ds.has_pixel_masks(c)][:3]
-fig, axes = plots.figure_grid(len(tex), len(models) + 2, size=1.8)
+fig, axes = plots.figure_grid(len(tex), len(models) + 2, size=1.8, extra_h=0.9)
 for r, c in enumerate(tex):
     s = next(s for s in ds.test(c) if s.label == 1)
     img, gt = load_sample(s, cfg.image_size)
