@@ -189,7 +189,7 @@ PAPER_NOTEBOOKS = {  # name -> glue keys it must define
     "07_ablation_design": {"table4_beside_paper", "t4_best_i_auroc", "t4_spread"},
     "08_ablation_masks": {"table5_beside_paper", "t5_best_i_auroc", "t5_knn_i"},
     "09_noise_strength": {"noise_table", "noise_per_class", "noise_i_AUROC_text"},
-    "10_diagnosis": {"psnr_cpu", "psnr_gpu", "diag_means", "diag_sentences", "sched_text"},
+    "10_diagnosis": {"psnr_cpu", "psnr_gpu", "diag_means", "diag_sentences", "sched_text", "gap_text"},
 }
 RESULT_FILES = {"05_main_results": "table1", "06_ablation_modules": "table3",
                 "07_ablation_design": "table4", "08_ablation_masks": "table5",
