@@ -266,8 +266,8 @@ else:
     d = sched[sched["variant"] == "ms+proto"].sort_values("fine-tune s")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, metric, title in ((axes[0], "i_auroc", "image AUROC"), (axes[1], "p_auroc", "pixel AUROC")):
-        sns.lineplot(d, x="fine-tune s", y=metric, hue="distance", style="noise_strength", markers=True,
-                     ax=ax, palette="deep")
+        sns.scatterplot(d, x="fine-tune s", y=metric, hue="distance", style="noise_strength", s=60,
+                        ax=ax, palette="deep")
         for _, r in d[(d["noise_strength"] == d["noise_strength"].min()) & (d["distance"] == "lite0")].iterrows():
             ax.annotate(r["candidate"], (r["fine-tune s"], r[metric]), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
@@ -329,9 +329,13 @@ else:
     parts = []
     for c in worst:
         r = last_diag.loc[c] if c in last_diag.index else None
-        extra = "" if r is None else (f" (VAE PSNR {r['vae_psnr']:.1f} dB, defect-to-normal distance ratio "
-                                      f"{r['d_ratio']:.1f}, maximum on the defect in {_pct(r['max_on_defect'])} "
-                                      "of its anomalous images)")
+        if r is None:
+            extra = ""
+        elif np.isfinite(r["d_ratio"]):
+            extra = (f" (VAE PSNR {r['vae_psnr']:.1f} dB, defect-to-normal distance ratio {r['d_ratio']:.1f}, "
+                     f"maximum on the defect in {_pct(r['max_on_defect'])} of its anomalous images)")
+        else:
+            extra = f" (VAE PSNR {r['vae_psnr']:.1f} dB; no pixel masks, so no distance ratio)"
         parts.append(f"{c} {100 * gi[c]:+.1f}{extra}")
     means = one.groupby("m")[["i_auroc", "p_auroc"]].mean()
     gap_text = (f"Class mean over the seeds, {shots} shot(s): AnomalySD {100 * means.loc['AnomalySD', 'i_auroc']:.1f} / "
