@@ -40,7 +40,7 @@ from sklearn.metrics import roc_auc_score
 
 from . import data as data_mod
 from .evaluate import intermediates_cached
-from .scoring import harmonic_mean, to_tensor
+from .scoring import to_tensor
 
 COLUMNS = ["class", "vae_psnr", "d_normal", "d_defect", "d_ratio", "pixel_auroc_ms", "proto_cover_normal",
            "proto_cover_anomal", "proto_hit", "max_on_defect", "i_auroc"]
@@ -73,8 +73,7 @@ def stage_table(fitted, variant: str = "ms+proto", classes=None) -> pd.DataFrame
         for s in fitted.dataset.test(cls):
             img, gt = data_mod.load_sample(s, cfg.image_size)
             inter = intermediates_cached(fitted, s, img)
-            per = inter.scale_maps(det.grid_np)
-            s_ms = harmonic_mean([per[k] for k in sorted(per)])
+            s_ms = det.fuse(inter, variant="ms").S_ms  # eq (19), before the prototype term and the blur
             sm = det.fuse(inter, variant=variant)
             labels.append(s.label)
             scores.append(sm.score)

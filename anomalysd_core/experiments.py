@@ -444,13 +444,15 @@ EARLIER_MINI = dict(unet_steps=150, decoder_steps=50, lr=1e-4, lr_schedule="cons
 def diagnosis(profile: str = "mini", models=(), seed: int = 0, shots: int = 1, write: bool = True,
               results_dir=None, workers: int | None = None, **over) -> pd.DataFrame:
     """Stage diagnostics (``diagnose.stage_table``) of each model, one (label, overrides) each (they
-    take precedence over ``over``), on the test images: fine-tunes and intermediates are computed on the worker pool (and cached),
-    then every model is measured from the cache. Columns: ``model`` and ``diagnose.COLUMNS``."""
+    take precedence over ``over``), on the test images. Fine-tunes and intermediates are computed on
+    the worker pool (and cached); then this process fits each model again from its cached
+    fine-tune (about a second) and measures it from the cache. Columns: ``model`` and
+    ``diagnose.COLUMNS``."""
     from .diagnose import stage_table
     from .schedule import config_overrides
 
     t0 = time.perf_counter()
-    settings = [(lab, {**over, "shots": shots, "seed": seed, **o}) for lab, o in models]  # a model's own win
+    settings = [(lab, {**over, "shots": shots, "seed": seed, **o}) for lab, o in models]  # o wins
     runs = [info for _, info in run_settings(profile, settings, run_setting, workers)]
     frames = []
     for lab, o in settings:

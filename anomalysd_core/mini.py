@@ -493,12 +493,12 @@ def _build_coins(cls, root: Path, size, seed, counts, rng, split="test"):
                     region=f"centred on coin {cid}", crop_box=",".join(map(str, b)), size=size,
                     seed=seed, defect_area=round(float(area), 5), detail=detail, probability="")
 
-    for split, key, folder in (("train", "train", "train/good"), ("test", "good", "test/good")):
+    for part, key, folder in (("train", "train", "train/good"), ("test", "good", "test/good")):
         for i, cid in enumerate(ids[key]):
             b = _coin_box(coins[cid][1], shape)
             f = f"{cls}/{folder}/{i:03d}.png"
             _save_png(root / f, clean_crop(cls, b, size))
-            rows.append(row(split, 0, "good", f, cid, b))
+            rows.append(row(part, 0, "good", f, cid, b))
     index: dict[str, int] = {}
     for defect, cid in zip(_defect_plan(rng, OBJECT_DEFECTS, counts["test_bad"]), ids["bad"]):
         b = _coin_box(coins[cid][1], shape)
