@@ -50,8 +50,10 @@ class Config:
     augment: bool = True
     # --- inference (eq 11-21) ---
     num_inference_steps: int = 5      # paper: 50 DDIM steps
-    noise_strength: float = 0.4       # lambda; T~ = lambda * T
-    noise_strength_per_class: dict[str, float] = field(default_factory=dict)
+    noise_strength: float | str = 0.4  # lambda; T~ = lambda * T; "auto": chosen per class by ``fit``
+    noise_strength_per_class: dict[str, float] = field(default_factory=dict)  # wins over both
+    auto_lambdas: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)  # candidates of "auto" (autolambda.py)
+    auto_views: int = 4               # augmented normals with synthetic defects that "auto" scores
     grid_scales: tuple[int, ...] = (1, 2, 4)   # paper: (1, 2, 4, 8), 85 masks
     mask_variant: str = "ms+proto"    # "full", "ms" or "ms+proto" (Table 5)
     alpha: float = 0.1                # eq 21
@@ -66,8 +68,32 @@ class Config:
     def blur_sigma(self) -> float:
         return self.blur_sigma_512 * self.image_size / 512.0
 
+    def __post_init__(self):
+        ns = self.noise_strength
+        if isinstance(ns, str) and ns != "auto":
+            raise ValueError(f"noise_strength must be a number in (0, 1] or 'auto', got {ns!r}")
+        for name, lam in [("noise_strength", ns)] + [(f"noise_strength_per_class[{c!r}]", v) for c, v in
+                                                     self.noise_strength_per_class.items()] + \
+                [(f"auto_lambdas[{i}]", v) for i, v in enumerate(self.auto_lambdas)]:
+            if lam != "auto" and not 0.0 < float(lam) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {lam!r}")
+        if self.auto_views < 1:
+            raise ValueError(f"auto_views must be at least 1, got {self.auto_views!r}")
+
+    @property
+    def auto_strength(self) -> bool:
+        """True when lambda is chosen per class from the normals (``noise_strength="auto"``)."""
+        return self.noise_strength == "auto"
+
     def strength_for(self, cls: str) -> float:
-        return float(self.noise_strength_per_class.get(cls, self.noise_strength))
+        """Lambda of ``cls``: its per-class value, else ``noise_strength``. With ``"auto"`` the
+        class's value is known only after ``evaluate.fit`` chose it (``AnomalySD.strength``)."""
+        if cls in self.noise_strength_per_class:
+            return float(self.noise_strength_per_class[cls])
+        if self.auto_strength:
+            raise ValueError(f"noise_strength='auto': lambda of class {cls!r} is chosen by fit(); "
+                             "ask the fitted detector (AnomalySD.strength)")
+        return float(self.noise_strength)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -112,6 +138,8 @@ def _coerce(name: str, value):
             return tuple(value)
         return value
     t = str(FIELD_TYPES[name])
+    if name == "noise_strength" and value.strip().lower() == "auto":
+        return "auto"
     try:
         if t.startswith("bool"):
             if value.lower() in ("1", "true", "yes", "on"):

@@ -11,6 +11,7 @@ per-class metrics, per-image scores and provenance atomically.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +30,18 @@ from .utils import Timer, provenance, resolve_device, seed_everything, write_csv
 
 INFER_KEYS = ["num_inference_steps", "noise_strength", "noise_strength_per_class", "grid_scales",
               "prompt_design", "distance", "backbone", "image_size", "dtype"]
+# lambda is a per-class folder level of the caches (``lambda-<value>``), not part of their hash:
+# a class scored at lambda 0.4 is the same work whether 0.4 was set, set for that class or chosen
+# by noise_strength="auto"
+_LAMBDA_KEYS = ("noise_strength", "noise_strength_per_class")
 # the grid latents (eq 11 before the decoder): the inference settings but the distance and the
 # backbone (they only read the decoded images), and what the base model's U-Net sees (the U-Net
 # itself is keyed by ``unet_id``)
 LATENT_KEYS = [k for k in INFER_KEYS if k not in ("distance", "backbone")] + [
     "dataset", "data_root", "base_model", "text_encoder", "seed"]
+# what the choice of noise_strength="auto" depends on besides the model (autolambda.py)
+AUTO_KEYS = [k for k in INFER_KEYS if k not in _LAMBDA_KEYS] + [
+    "seed", "mask_variant", "alpha", "blur_sigma_512", "auto_lambdas", "auto_views"]
 METRIC_COLUMNS = ["i_auroc", "i_aupr", "i_f1max", "p_auroc", "p_pro", "p_f1max"]
 
 
@@ -54,6 +62,18 @@ class Fitted:
     @property
     def shot_files(self) -> dict:
         return data_mod.shots_manifest(self.shots)
+
+    def strength(self, cls: str) -> float:
+        """Lambda of ``cls`` (chosen on first use with ``noise_strength="auto"``)."""
+        return self.detector.strength(cls)
+
+    def auto_records(self) -> dict:
+        """{class: choice record} of ``noise_strength="auto"`` for the classes chosen so far."""
+        from .autolambda import load_record
+
+        if not self.cfg.auto_strength:
+            return {}
+        return {c: r for c in self.classes if (r := load_record(auto_dir(self.cfg), c)) is not None}
 
 
 def open_data(cfg):
@@ -115,7 +135,34 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
     det = AnomalySD(cfg, comp, backbone, distance)
     with timer.stage("prototypes"):
         det.set_shots(images)
+    if cfg.auto_strength:
+        det.chooser = lambda cls: choose_strength(cfg, det, cls, images[cls], ds.class_kind(cls), timer)
     return Fitted(cfg, ds, classes, shots, det, run_dir, fit_hash(cfg), timer, info)
+
+
+def auto_dir(cfg) -> Path:
+    """Folder of the per-class choices of ``noise_strength="auto"`` (``<class>.json``): keyed by the
+    scoring model, ``AUTO_KEYS`` and the rule's criterion."""
+    from .autolambda import CRITERION
+
+    return (Path(cfg.out_dir) / cfg.profile / "auto-lambda" /
+            f"{fit_hash(cfg)}-{cfg.hash(AUTO_KEYS)}-{CRITERION}")
+
+
+def choose_strength(cfg, det: AnomalySD, cls: str, shots: list, kind: str, timer: Timer | None = None) -> float:
+    """Lambda of ``cls`` by the rule of ``autolambda.py``; the record (curve, seconds) is stored in
+    ``auto_dir`` and reused. Processes that need the same class wait for the one choosing it."""
+    from .autolambda import FALLBACK, load_record, record_path, select
+
+    root = auto_dir(cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / f".{cls}.lock"):
+        rec = load_record(root, cls)
+        if rec is None:
+            with (timer.stage("choose_lambda") if timer else nullcontext()):
+                rec = select(det, cls, shots, kind, cfg, FALLBACK)
+            write_json_atomic(record_path(root, cls), rec)
+    return float(rec["lambda"])
 
 
 def proto_map(E: np.ndarray, size: int, sigma: float) -> np.ndarray:
@@ -124,11 +171,28 @@ def proto_map(E: np.ndarray, size: int, sigma: float) -> np.ndarray:
     return blur(F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy(), sigma)
 
 
-def cache_dir(cfg) -> Path:
-    """Folder of the cached intermediates of ``cfg``: keyed by the scoring model and the inference
-    settings, so settings that differ only in how the maps are fused share it."""
-    key = fit_hash(cfg) + "-" + cfg.hash(INFER_KEYS + ["seed"])
-    return Path(cfg.out_dir) / cfg.profile / "cache" / key
+def _hash_but_lambda(cfg, keys: list) -> str:
+    return cfg.hash([k for k in keys if k not in _LAMBDA_KEYS])
+
+
+def _lambda_folder(cfg, lam) -> str:
+    """``lambda-<lam>``; ``lam=None``: ``cfg.noise_strength`` (``lambda-auto`` before a choice)."""
+    lam = cfg.noise_strength if lam is None else lam
+    return "lambda-auto" if lam == "auto" else f"lambda-{float(lam):g}"
+
+
+def cache_dir(cfg, lam: float | None = None) -> Path:
+    """Folder of the cached intermediates of ``cfg`` at noise strength ``lam``: keyed by the scoring
+    model and the inference settings, so settings that differ only in how the maps are fused share
+    it. ``lam=None``: ``cfg.noise_strength`` (with "auto": a placeholder, never written, for a
+    class whose lambda is not chosen yet)."""
+    key = fit_hash(cfg) + "-" + _hash_but_lambda(cfg, INFER_KEYS + ["seed"])
+    return Path(cfg.out_dir) / cfg.profile / "cache" / key / _lambda_folder(cfg, lam)
+
+
+def timing_file(cfg) -> Path:
+    """Seconds per image of the setting ``cfg`` (``experiments._anomalysd_seconds``)."""
+    return cache_dir(cfg).parent / f"timing-{cfg.hash(list(_LAMBDA_KEYS))}.json"
 
 
 def _file_name(sample) -> str:
@@ -136,8 +200,20 @@ def _file_name(sample) -> str:
     return Path(sample.relpath).as_posix().replace("/", "__") + ".npz"
 
 
-def cache_file(cfg, sample) -> Path:
-    return cache_dir(cfg) / sample.cls / _file_name(sample)
+def known_strength(cfg, cls: str) -> float | None:
+    """Lambda of ``cls`` under ``cfg`` without choosing: None when "auto" has not chosen it yet."""
+    if cfg.auto_strength and cls not in cfg.noise_strength_per_class:
+        from .autolambda import load_record
+
+        rec = load_record(auto_dir(cfg), cls)
+        return None if rec is None else float(rec["lambda"])
+    return cfg.strength_for(cls)
+
+
+def cache_file(cfg, sample, lam: float | None = None) -> Path:
+    """Cache file of one test image; ``lam`` defaults to ``known_strength`` of its class."""
+    lam = known_strength(cfg, sample.cls) if lam is None else lam
+    return cache_dir(cfg, lam) / sample.cls / _file_name(sample)
 
 
 def unet_id(cfg) -> str:
@@ -147,17 +223,19 @@ def unet_id(cfg) -> str:
     return (module_hashes(cfg).get("unet") if needs_finetune(cfg) else None) or "base"
 
 
-def latent_dir(cfg) -> Path:
-    """Folder of the grid masks' denoised latents of ``cfg`` (eq 11 before the decoder), keyed by
-    what they depend on: the U-Net, the data, the prompt and the inference settings, not the
-    decoder, the shots of M^(p) or the distance. Table 3's "decoder only" decodes the latents of
-    the base model (Table 1's zero-shot run of its seed) and "denoiser only" those of the full
+def latent_dir(cfg, lam: float | None = None) -> Path:
+    """Folder of the grid masks' denoised latents of ``cfg`` at ``lam`` (eq 11 before the decoder),
+    keyed by what they depend on: the U-Net, the data, the prompt and the inference settings, not
+    the decoder, the shots of M^(p) or the distance. Table 3's "decoder only" decodes the latents
+    of the base model (Table 1's zero-shot run of its seed) and "denoiser only" those of the full
     method, instead of denoising again."""
-    return Path(cfg.out_dir) / cfg.profile / "latents" / (cfg.hash(LATENT_KEYS) + "-" + unet_id(cfg))
+    key = _hash_but_lambda(cfg, LATENT_KEYS) + "-" + unet_id(cfg)
+    return Path(cfg.out_dir) / cfg.profile / "latents" / key / _lambda_folder(cfg, lam)
 
 
-def latent_file(cfg, sample) -> Path:
-    return latent_dir(cfg) / sample.cls / _file_name(sample)
+def latent_file(cfg, sample, lam: float | None = None) -> Path:
+    lam = known_strength(cfg, sample.cls) if lam is None else lam
+    return latent_dir(cfg, lam) / sample.cls / _file_name(sample)
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -182,7 +260,8 @@ def intermediates_cached(fitted: Fitted, sample, img) -> Intermediates:
     setting with the same U-Net stored them (counted in ``fitted.counts["latents_reused"]``),
     else computed and stored there.
     """
-    p = cache_file(fitted.cfg, sample)
+    lam = fitted.strength(sample.cls)
+    p = cache_file(fitted.cfg, sample, lam)
     grid = fitted.detector.grid_np
     if p.is_file():
         z = np.load(p, allow_pickle=False)
@@ -194,7 +273,7 @@ def intermediates_cached(fitted: Fitted, sample, img) -> Intermediates:
                              D_proto=z["D_proto"].astype(np.float32) if "D_proto" in z else None,
                              proto_mask=z["proto_mask"] if "proto_mask" in z else None,
                              error_map=z["error_map"] if "error_map" in z else None)
-    lf = latent_file(fitted.cfg, sample)
+    lf = latent_file(fitted.cfg, sample, lam)
     lat = torch.from_numpy(np.load(lf, allow_pickle=False)["z"]) if lf.is_file() else None
     if lat is not None and lat.shape[0] != len(fitted.detector.index):
         raise ValueError(f"{lf} holds latents of {lat.shape[0]} masks, the grid has "

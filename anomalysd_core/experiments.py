@@ -74,7 +74,7 @@ PAPER_TABLE5 = pd.DataFrame({
 
 
 # ----------------------------------------------------------------------------- labels and defaults
-METHOD_LABELS = {"anomalysd": "AnomalySD", "proto-knn": "Prototype kNN map", "patchcore": "PatchCore",
+METHOD_LABELS = {"anomalysd": "AnomalySD", "anomalysd-auto": "AnomalySD, automatic λ", "proto-knn": "Prototype kNN map", "patchcore": "PatchCore",
                  "spade": "SPADE", "padim": "PaDiM", "winclip": "WinCLIP"}
 METRIC_LABELS = {"i_auroc": "i-AUROC", "i_aupr": "i-AUPR", "i_f1max": "i-F1max", "p_auroc": "p-AUROC",
                  "p_pro": "PRO", "p_f1max": "p-F1max"}
@@ -87,7 +87,15 @@ SWEEPS = {
                  baselines=("patchcore", "spade", "padim")),
     "smoke": dict(shots=(0, 1), seeds=(0,), lambdas=(0.2, 0.5, 0.8), baselines=("patchcore", "spade", "padim")),  # 0.5: the profile's own, cached
 }
-TIMING_FILE = "timing.json"
+#: Shot counts at which Table 1 adds the row "AnomalySD, automatic λ" (noise_strength="auto")
+AUTO_SHOTS = (1,)
+#: The robustness chapter's subset (its CPU budget): classes and perturbations (None: all of
+#: ``robustness.PERTURBATIONS``), one seed at one shot
+ROBUSTNESS = {
+    "paper": dict(classes=None, perturbations=None, seed=0, shots=1),
+    "mini": dict(classes=("brick", "coins"), perturbations=None, seed=0, shots=1),
+    "smoke": dict(classes=("brick",), perturbations=("rotation", "gain", "jpeg"), seed=0, shots=1),
+}
 
 
 def sweep_defaults(profile: str) -> dict:
@@ -179,11 +187,11 @@ def _anomalysd_seconds(fitted, items, n_fresh: int) -> float:
     stored as ``timing.json`` in the cache folder of these settings, so a fully cached re-run
     reports the time of the run that computed them (NaN if none is known).
     """
-    from .evaluate import cache_file
+    from .evaluate import timing_file
 
     if not items:
         return float("nan")
-    path = cache_file(fitted.cfg, items[0][1]).parents[1] / TIMING_FILE
+    path = timing_file(fitted.cfg)
     if n_fresh:
         s = fitted.timer.stages.get("score", 0.0) / n_fresh
         write_json_atomic(path, {"seconds_per_image": s, "n_images": n_fresh,
@@ -212,7 +220,7 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
     backbone, distance = frozen_models(cfg)
     fitted = fit(cfg, progress=progress, backbone=backbone, distance=distance)
     items = test_items(fitted)
-    n_fresh = sum(not cache_file(fitted.cfg, s).is_file() for _, s in items)
+    n_fresh = sum(not cache_file(fitted.cfg, s, fitted.strength(c)).is_file() for c, s in items)
     df = evaluate(fitted, variants=variants, progress=progress)
     if baselines:
         df = pd.concat([df, run_baselines(fitted, baselines, time_only=time_only)], ignore_index=True)
@@ -240,6 +248,8 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
             "finetune_reused": bool(prior.get("finetune_reused", fitted.finetune_info.get("reused"))),
             "finetune_adopted": dict(fitted.finetune_info.get("adopted", {})),
             "skipped_baselines": dict(fitted.skipped_baselines)}
+    if cfg.auto_strength:
+        info["auto_lambda"] = fitted.auto_records()
     return df, info
 
 
@@ -373,12 +383,44 @@ def _collect(profile, name, settings, seeds, write, post=None, results_dir=None,
 
 def table1(profile: str = "mini", shots=(0, 1, 2, 4), seeds=(0, 1, 2),
            baselines=("patchcore", "spade", "padim"), write: bool = True, results_dir=None,
-           workers: int | None = None, **over) -> pd.DataFrame:
-    """Table 1 analog: every shot count and seed, AnomalySD, the kNN map alone and the baselines."""
+           workers: int | None = None, auto_shots=AUTO_SHOTS, **over) -> pd.DataFrame:
+    """Table 1 analog: every shot count and seed, AnomalySD, the kNN map alone and the baselines.
+
+    At the shot counts of ``auto_shots`` (those also in ``shots``, K > 0) AnomalySD runs a second
+    time with ``noise_strength="auto"`` (``autolambda.py``): method ``anomalysd-auto``, with the
+    chosen lambda and selection curves of every class in its run info (``auto_lambda``). Classes
+    whose chosen lambda equals the fixed one are read from the fixed row's cache.
+    """
     settings = [(f"{k}-shot", dict(shots=k, seed=s, baselines=tuple(baselines), **over))
                 for k in shots for s in seeds]
-    return _collect(profile, "table1", settings, seeds, write, results_dir=results_dir, common=over,
-                    workers=workers, shots=list(shots), baselines=list(baselines))
+    auto = [k for k in auto_shots if k in shots and k > 0]
+    settings += [(f"{k}-shot, auto lambda", {**over, "shots": k, "seed": s, "noise_strength": "auto"})
+                 for k in auto for s in seeds]
+
+    def mark_auto(df):
+        is_auto = df["setting"].str.endswith("auto lambda")
+        df = df[~(is_auto & (df["method"] != "anomalysd"))].copy()  # its kNN map is the fixed row's
+        df.loc[df["setting"].str.endswith("auto lambda"), "method"] = "anomalysd-auto"
+        return df.reset_index(drop=True)
+
+    return _collect(profile, "table1", settings, seeds, write, post=mark_auto, results_dir=results_dir,
+                    common=over, workers=workers, shots=list(shots), baselines=list(baselines),
+                    auto_shots=auto)
+
+
+def auto_lambda_table(runs: list) -> pd.DataFrame:
+    """The choices of ``noise_strength="auto"`` in run infos (``df.attrs["runs"]`` or a provenance's
+    ``runs``): one row per (shots, seed, class, candidate lambda) with the selection curves
+    (``pixel``, ``image``, ``criterion``), ``chosen`` (bool) and the class's selection seconds."""
+    rows = []
+    for r in runs or []:
+        for cls, rec in (r.get("auto_lambda") or {}).items():
+            for lam, crit in rec.get("criterion", {}).items():
+                rows.append({"shots": r["shots"], "seed": r["seed"], "class": cls, "lambda": float(lam),
+                             "pixel": rec["pixel"][lam], "image": rec["image"][lam], "criterion": crit,
+                             "chosen": np.isclose(float(lam), rec["lambda"]), "seconds": rec["seconds"]})
+    cols = ["shots", "seed", "class", "lambda", "pixel", "image", "criterion", "chosen", "seconds"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def table3(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = True, results_dir=None,
@@ -416,22 +458,24 @@ def table5(profile: str = "mini", seed: int = 0, shots: int = 1, write: bool = T
                     common=over)
 
 
-def noise_sweep(profile: str = "mini", lambdas=(0.2, 0.4, 0.6, 0.8), seed: int = 0, shots: int = 1,
+def noise_sweep(profile: str = "mini", lambdas=(0.2, 0.4, 0.6, 0.8), seeds=(0,), shots: int = 1,
                 write: bool = True, results_dir=None, workers: int | None = None, **over) -> pd.DataFrame:
-    """Fig. 4 extended: i/p-AUROC against the noise strength lambda (fine-tune shared, cached).
+    """Fig. 4 extended: i/p-AUROC against the noise strength lambda for every seed (each seed's
+    fine-tune shared by its lambdas; Table 1's fine-tunes and its lambda when they are cached).
 
     Every class runs at each lambda: per-class strengths of the profile are cleared unless
     ``noise_strength_per_class`` is passed explicitly.
     """
     over.setdefault("noise_strength_per_class", {})
-    settings = [(f"lambda={lam:g}", dict(shots=shots, seed=seed, noise_strength=lam, **over))
-                for lam in lambdas]
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    settings = [(f"lambda={lam:g}", dict(shots=shots, seed=s, noise_strength=lam, **over))
+                for s in seeds for lam in lambdas]
 
     def add_lambda(df):
         df["lambda"] = df["setting"].str.split("=").str[1].astype(float)
         return df
 
-    return _collect(profile, "noise_sweep", settings, [seed], write, post=add_lambda,
+    return _collect(profile, "noise_sweep", settings, seeds, write, post=add_lambda,
                     results_dir=results_dir, common=over, workers=workers, lambdas=list(lambdas))
 
 
@@ -439,6 +483,106 @@ def noise_sweep(profile: str = "mini", lambdas=(0.2, 0.4, 0.6, 0.8), seed: int =
 # 10 compares them with the current defaults)
 EARLIER_MINI = dict(unet_steps=150, decoder_steps=50, lr=1e-4, lr_schedule="constant", noise_strength=0.4,
                     distance="lite0")
+
+
+def robustness(profile: str = "mini", classes=None, perturbations=None, severities=(1, 2, 3), seed: int = 0,
+               shots: int = 1, baselines=("patchcore", "spade", "padim"), write: bool = True,
+               results_dir=None, workers: int | None = None, log=print, **over) -> pd.DataFrame:
+    """Every method on perturbed test images (``robustness.py``): rows per (perturbation,
+    severity, method, class) with image AUROC, pixel AUROC and PRO over the valid pixels, and
+    ``i_drop`` / ``p_drop`` from the clean images (severity 0). The shots stay clean; the fine-tune
+    is Table 1's for this seed and shot count; AnomalySD's maps are cached per condition and
+    scored on ``workers`` processes. Writes ``robustness.csv`` and its provenance."""
+    from . import robustness as rb
+    from .schedule import config_overrides, default_workers
+
+    t0 = time.perf_counter()
+    cfg = get_config(profile, shots=shots, seed=seed, **config_overrides(over))
+    backbone, distance = frozen_models(cfg)
+    fitted = fit(cfg, progress=False, backbone=backbone, distance=distance)
+    classes = list(classes or fitted.classes)
+    unknown = sorted(set(classes) - set(fitted.classes))
+    if unknown:
+        raise ValueError(f"robustness: unknown classes {unknown}; the data has {fitted.classes}")
+    conds = [("clean", 0)] + rb.conditions(perturbations, severities)
+    n = workers or default_workers(profile, len(conds) * len(classes), shots=shots, seed=seed, **over)
+    setting = {**config_overrides(over), "shots": shots, "seed": seed}
+    with fitted.timer.stage("score"):
+        n_fresh = rb.run_conditions(profile, setting, fitted, classes, conds, n, log)
+    skipped: dict = {}
+    with fitted.timer.stage("metrics"):
+        df = rb.evaluate_conditions(fitted, classes, conds, baselines,
+                                    baseline_extractor(fitted), skipped)
+    df = rb.with_drops(df)
+    df.insert(0, "seed", seed)
+    df.insert(0, "shots", shots)
+    run = {"setting": "robustness", "shots": shots, "seed": seed, "fit_hash": fitted.fit_hash,
+           "shot_files": fitted.shot_files, "overrides": dict(over), "classes": classes,
+           "perturbations": {k: list(v[1]) for k, v in rb.PERTURBATIONS.items() if any(k == c for c, _ in conds)},
+           "n_fresh_images": n_fresh, "workers": n, "stage_seconds": dict(fitted.timer.stages),
+           "skipped_baselines": skipped}
+    if write:
+        _write(profile, "robustness", df, [run], [seed], t0, out=results_dir, common=over,
+               classes=classes, severities=list(severities), baselines=list(baselines))
+    df.attrs["runs"] = [run]
+    return df
+
+
+def robustness_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method (class means, percent): clean image / pixel AUROC, the mean over every
+    perturbation at the highest severity, the worst condition and the clean-to-worst drop."""
+    d = df[df["class"] == "mean"]
+    top = d["severity"].max()
+    rows = []
+    for m in [m for m in METHOD_LABELS if m in set(d["method"])]:
+        x = d[d["method"] == m]
+        clean = x[x["severity"] == 0].iloc[0]
+        pert = x[x["severity"] > 0]
+        worst = pert.loc[pert["i_auroc"].idxmin()]
+        hi = pert[pert["severity"] == top]
+        rows.append({"method": _label(m), "clean i-AUROC": fmt(clean["i_auroc"] * 100),
+                     "clean p-AUROC": fmt(clean["p_auroc"] * 100),
+                     f"mean i-AUROC, severity {top}": fmt(hi["i_auroc"].mean() * 100),
+                     f"mean p-AUROC, severity {top}": fmt(hi["p_auroc"].mean() * 100),
+                     "worst condition": f"{worst['perturbation']} {int(worst['severity'])}",
+                     "worst i-AUROC": fmt(worst["i_auroc"] * 100),
+                     "clean-to-worst drop": fmt((clean["i_auroc"] - worst["i_auroc"]) * 100)})
+    return pd.DataFrame(rows)
+
+
+MEMORY_BANKS = ("patchcore", "spade", "padim", "proto-knn")
+
+
+def robustness_sentences(df: pd.DataFrame, profile: str = "mini") -> dict:
+    """What the robustness table says, computed from it: the ranking by mean image-AUROC drop at the
+    highest severity, whether the memory-bank methods drop less than AnomalySD (RAD's finding),
+    and where AnomalySD breaks (its largest drops, by perturbation group)."""
+    d = df[(df["class"] == "mean") & (df["severity"] > 0)]
+    top = d["severity"].max()
+    hi = d[d["severity"] == top]
+    drop = hi.groupby("method")["i_drop"].mean().sort_values()
+    out = {}
+    if not len(drop):
+        return out
+    out["ranking"] = (f"Mean drop of image AUROC over the perturbations at severity {top} on {profile}, "
+                      "smallest first: " + ", ".join(f"{_label(m)} {v:+.1f}" for m, v in drop.items())
+                      + " points.")
+    banks = [m for m in MEMORY_BANKS if m in drop.index]
+    if "anomalysd" in drop.index and banks:
+        lower = [m for m in banks if drop[m] < drop["anomalysd"]]
+        out["rad"] = (f"RAD's finding, memory banks hold up best: {len(lower)} of the {len(banks)} "
+                      f"memory-bank methods here ({', '.join(_label(m) for m in banks)}) drop less than "
+                      f"AnomalySD ({drop['anomalysd']:+.1f}) at severity {top}"
+                      + (", so it holds on this data." if len(lower) == len(banks) else
+                         "; it does not hold for " + ", ".join(_label(m) for m in banks if m not in lower) + "."))
+    a = d[d["method"] == "anomalysd"]
+    if len(a):
+        g = a[a["severity"] == top].groupby("group")["i_drop"].mean().sort_values(ascending=False)
+        w = a.loc[a["i_drop"].idxmax()]
+        out["anomalysd"] = (f"AnomalySD loses most under {w['perturbation']} at severity {int(w['severity'])} "
+                            f"({w['i_drop']:+.1f} points of image AUROC); by group at severity {top}: "
+                            + ", ".join(f"{k} {v:+.1f}" for k, v in g.items()) + ".")
+    return out
 
 
 def diagnosis(profile: str = "mini", models=(), seed: int = 0, shots: int = 1, write: bool = True,
@@ -803,10 +947,63 @@ def ablation_sentences(df: pd.DataFrame, name: str, profile: str = "mini", table
 
 
 def noise_table(df: pd.DataFrame) -> pd.DataFrame:
-    """AnomalySD's class-mean i/p-AUROC (percent) per noise strength lambda."""
+    """AnomalySD's class-mean i/p-AUROC (percent) per noise strength lambda: mean over seeds, their
+    population std (``… std``) and the number of seeds."""
     d = df[(df["class"] == "mean") & (df["method"] == "anomalysd")]
-    t = d.groupby("lambda")[["i_auroc", "p_auroc"]].mean() * 100
-    return t.rename(columns=METRIC_LABELS).reset_index()
+    g = d.groupby("lambda")
+    t = g[["i_auroc", "p_auroc"]].mean() * 100
+    sd = g[["i_auroc", "p_auroc"]].std(ddof=0).fillna(0) * 100
+    t = t.rename(columns=METRIC_LABELS).join(sd.rename(columns={k: METRIC_LABELS[k] + " std" for k in sd}))
+    t["seeds"] = g["seed"].nunique()
+    return t.reset_index()
+
+
+def auto_lambda_summary(table1_df: pd.DataFrame | None, sweep_df: pd.DataFrame | None,
+                        shots: int = 1) -> tuple[pd.DataFrame, dict]:
+    """Automatic lambda against fixed lambdas at ``shots``: a table (percent, mean ± std over
+    seeds) of Table 1's fixed-lambda row, its automatic-lambda row and the best single fixed lambda
+    of the sweep in hindsight (by image AUROC), and sentences that state how they compare."""
+    rows, out = [], {}
+    if table1_df is not None and len(table1_df):
+        ms = mean_std(table1_df)
+        for m in ("anomalysd", "anomalysd-auto"):
+            r = ms[(ms["method"] == m) & (ms["shots"] == shots)]
+            if len(r):
+                r = r.iloc[0]
+                rows.append({"AnomalySD": "fixed λ (Table 1)" if m == "anomalysd" else "automatic λ (Table 1)",
+                             "i": r["i_auroc"], "i_std": r["i_auroc_std"], "p": r["p_auroc"],
+                             "p_std": r["p_auroc_std"], "seeds": int(r["n_seeds"])})
+    if sweep_df is not None and len(sweep_df):
+        t = noise_table(sweep_df[sweep_df["shots"] == shots] if "shots" in sweep_df else sweep_df)
+        if len(t):
+            b = t.loc[t["i-AUROC"].idxmax()]
+            rows.append({"AnomalySD": f"best fixed λ in hindsight (sweep: λ = {b['lambda']:g})",
+                         "i": b["i-AUROC"], "i_std": b["i-AUROC std"], "p": b["p-AUROC"],
+                         "p_std": b["p-AUROC std"], "seeds": int(b["seeds"])})
+    tab = pd.DataFrame(rows, columns=["AnomalySD", "i", "i_std", "p", "p_std", "seeds"])
+    show = pd.DataFrame({"AnomalySD": tab["AnomalySD"],
+                         "i-AUROC": [f"{fmt(a)} ± {fmt(b)}" for a, b in zip(tab["i"], tab["i_std"])],
+                         "p-AUROC": [f"{fmt(a)} ± {fmt(b)}" for a, b in zip(tab["p"], tab["p_std"])],
+                         "seeds": tab["seeds"]})
+    get = {r["AnomalySD"].split(" (")[0]: r for _, r in tab.iterrows()}
+    fixed, auto = get.get("fixed λ"), get.get("automatic λ")
+    best = next((r for k, r in get.items() if k.startswith("best")), None)
+    if fixed is not None and auto is not None:
+        di, dp = auto["i"] - fixed["i"], auto["p"] - fixed["p"]
+        verdict = ("at or above the fixed λ on both metrics" if di >= 0 and dp >= 0 else
+                   "below the fixed λ on " + " and ".join(n for n, d in (("image", di), ("pixel", dp)) if d < 0)
+                   + " AUROC")
+        out["vs_fixed"] = (f"At {_shots(shots)}, automatic λ scores {fmt(auto['i'])} / {fmt(auto['p'])} image / "
+                           f"pixel AUROC against {fmt(fixed['i'])} / {fmt(fixed['p'])} with the fixed λ "
+                           f"({di:+.1f} / {dp:+.1f} points): {verdict}.")
+    if auto is not None and best is not None:
+        gap = best["i"] - auto["i"]
+        within = gap <= best["i_std"] + 1e-9
+        out["vs_best"] = (f"The best single fixed λ in hindsight reaches {fmt(best['i'])} ± {fmt(best['i_std'])} "
+                          f"image AUROC on the test images; automatic λ is {abs(gap):.1f} points "
+                          f"{'below' if gap > 0 else 'above'} it, "
+                          f"{'within' if within else 'outside'} one seed-std of it.")
+    return show, out
 
 
 def noise_per_class(df: pd.DataFrame) -> pd.DataFrame:

@@ -149,21 +149,36 @@ def _check_shapes(masks, maps):
 # --------------------------------------------------------------------------------------------
 # exact pixel metrics
 # --------------------------------------------------------------------------------------------
-def pixel_metrics_exact(masks, maps, fpr_limit: float = 0.3) -> dict:
-    """Exact pixel AUROC, F1-max and PRO (one sort over every pixel; thresholds = distinct scores)."""
+def _valid(valid, masks):
+    """The pixels that count, (N, H, W) bool (all when ``valid`` is None)."""
+    if valid is None:
+        return np.ones(masks.shape, bool)
+    v = np.asarray(valid).astype(bool)
+    v = v[None] if v.ndim == 2 else v
+    if v.shape != masks.shape:
+        raise ValueError(f"valid must match the masks' shape {masks.shape}; got {v.shape}")
+    return v
+
+
+def pixel_metrics_exact(masks, maps, fpr_limit: float = 0.3, valid=None) -> dict:
+    """Exact pixel AUROC, F1-max and PRO (one sort over every pixel; thresholds = distinct scores).
+    Pixels where ``valid`` is False (e.g. outside a warped image) count neither as normal nor as
+    anomalous, and a region's PRO overlap is measured on its valid pixels."""
     masks, maps = _check_shapes(masks, maps)
+    valid = _valid(valid, masks)
+    masks = masks & valid
     weights = np.empty(masks.shape, dtype=np.float64)
     n_regions = 0
     for i, m in enumerate(masks):
         weights[i], n = _regions(m)
         n_regions += n
-    s = maps.ravel()
+    s = maps[valid]
     order = np.argsort(s, kind="stable")[::-1]
     s_sorted = s[order]
-    pos = masks.ravel()[order]
+    pos = masks[valid][order]
     tp = np.cumsum(pos, dtype=np.int64)
     fp = np.cumsum(~pos, dtype=np.int64)
-    pro = np.cumsum(weights.ravel()[order])
+    pro = np.cumsum(weights[valid][order])
     last = np.append(s_sorted[1:] != s_sorted[:-1], True)  # end of each group of tied scores
     n_pos = int(tp[-1])
     return _curves_from_counts(tp[last], fp[last], pro[last], n_pos, s.size - n_pos, n_regions,
@@ -198,16 +213,18 @@ class BinnedPixelMetrics:
         b = np.floor((s.astype(np.float64) - self.lo) * (self.bins / (self.hi - self.lo)))
         return np.clip(b, 0, self.bins - 1).astype(np.int64)
 
-    def update(self, masks, maps) -> "BinnedPixelMetrics":
+    def update(self, masks, maps, valid=None) -> "BinnedPixelMetrics":
         masks, maps = _check_shapes(masks, maps)
-        for m, s in zip(masks, maps):
-            b = self._bin(s).ravel()
-            mf = m.ravel()
+        valid = _valid(valid, masks)
+        for m, s, v in zip(masks, maps, valid):
+            m = m & v
+            b = self._bin(s[v])
+            mf = m[v]
             self.pos += np.bincount(b[mf], minlength=self.bins)
             self.neg += np.bincount(b[~mf], minlength=self.bins)
             w, n = _regions(m)
             if n:
-                self.pro += np.bincount(b[mf], weights=w.ravel()[mf], minlength=self.bins)
+                self.pro += np.bincount(b[mf], weights=w[v][mf], minlength=self.bins)
                 self.n_regions += n
         return self
 
@@ -222,7 +239,7 @@ class BinnedPixelMetrics:
 
 
 def pixel_metrics(masks, maps, fpr_limit: float = 0.3, bins: int | None = None,
-                  score_range: tuple[float, float] | None = None) -> dict:
+                  score_range: tuple[float, float] | None = None, valid=None) -> dict:
     """Pixel-level ``auroc``, ``f1_max`` and ``pro`` (AUPRO up to ``fpr_limit``, normalised).
 
     ``masks``: ``(N, H, W)`` ground truth (non-zero = anomalous); ``maps``: ``(N, H, W)`` scores.
@@ -232,15 +249,18 @@ def pixel_metrics(masks, maps, fpr_limit: float = 0.3, bins: int | None = None,
     extreme outliers stretch the min/max range (measured: one pixel at 100x the maximum raises the
     PRO error at 1,000 bins from ~5e-5 to ~9e-3); use more bins or a ``score_range`` such as
     robust quantiles in that case.
+    ``valid``: ``(N, H, W)`` bool, the pixels that count (default all): the others are left out
+    of both classes, as the border pixels of a rotated test image must be.
     Without any anomalous (or any normal) pixel the values are NaN, with a warning.
     """
     if bins is None:
-        return pixel_metrics_exact(masks, maps, fpr_limit)
+        return pixel_metrics_exact(masks, maps, fpr_limit, valid)
     masks, maps = _check_shapes(masks, maps)
-    lo, hi = (float(np.min(maps)), float(np.max(maps))) if score_range is None else score_range
+    valid = _valid(valid, masks)
+    lo, hi = (float(np.min(maps[valid])), float(np.max(maps[valid]))) if score_range is None else score_range
     acc = BinnedPixelMetrics(lo, hi, bins=bins, fpr_limit=fpr_limit)
-    for m, s in zip(masks, maps):
-        acc.update(m, s)
+    for m, s, v in zip(masks, maps, valid):
+        acc.update(m, s, v)
     return acc.compute()
 
 

@@ -173,7 +173,8 @@ def ours_vs_paper_bars(table: pd.DataFrame, profile: str = "mini", title: str = 
 
 
 def noise_curves(df: pd.DataFrame, profile: str = "mini"):
-    """i-AUROC and p-AUROC against lambda: the class mean (thick) and every class (thin)."""
+    """i-AUROC and p-AUROC against lambda: the class mean (thick) and every class (thin), each
+    averaged over the seeds of ``df`` (seaborn's band: the spread over seeds)."""
     per = df[(df["method"] == "anomalysd")].copy()
     per[["i_auroc", "p_auroc"]] = per[["i_auroc", "p_auroc"]] * 100
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
@@ -182,8 +183,8 @@ def noise_curves(df: pd.DataFrame, profile: str = "mini"):
         if len(classes):
             sns.lineplot(classes, x="lambda", y=col, hue="class", ax=ax, lw=1, alpha=0.7, marker="o",
                          markersize=4)
-        mean = per[per["class"] == "mean"].dropna(subset=[col])
-        ax.plot(mean["lambda"], mean[col], color="k", lw=2.5, marker="s", label="mean of classes")
+        mean = per[per["class"] == "mean"].dropna(subset=[col]).groupby("lambda")[col].mean()  # over seeds
+        ax.plot(mean.index, mean.values, color="k", lw=2.5, marker="s", label="mean of classes")
         ax.set_xlabel("noise strength λ")
         ax.set_ylabel(f"{name} (%)")
         ax.set_title(f"{name} against λ ({profile}, AnomalySD)", fontsize=10)
@@ -208,3 +209,60 @@ def centre_of(mask) -> tuple[int, int]:
         return (h // 2, h // 2)
     rr, cc = np.nonzero(np.asarray(mask))
     return int(round(rr.mean())), int(round(cc.mean()))
+
+
+def auto_lambda_curves(sel: pd.DataFrame, sweep: pd.DataFrame, profile: str = "mini"):
+    """One panel per class: the selection criterion of automatic lambda on the synthetic views
+    (``experiments.auto_lambda_table``) beside the test-set image and pixel AUROC of the sweep,
+    which the rule never sees (both in percent, mean over seeds); a triangle marks each seed's
+    choice."""
+    classes = list(dict.fromkeys(sel["class"]))
+    fig, axes = plt.subplots(1, len(classes), figsize=(2.6 * len(classes), 2.9), sharey=True, squeeze=False)
+    test = sweep[(sweep["method"] == "anomalysd") & (sweep["class"] != "mean")]
+    for ax, c in zip(axes[0], classes):
+        s = sel[sel["class"] == c].groupby("lambda")["criterion"].mean() * 100
+        ax.plot(s.index, s.values, color="tab:purple", marker="o", lw=2, label="selection (synthetic)")
+        t = test[test["class"] == c].groupby("lambda")[["i_auroc", "p_auroc"]].mean() * 100
+        ax.plot(t.index, t["i_auroc"], color="tab:blue", marker="s", ls="--", lw=1.2, label="test image AUROC")
+        if t["p_auroc"].notna().any():
+            ax.plot(t.index, t["p_auroc"], color="tab:green", marker="^", ls="--", lw=1.2, label="test pixel AUROC")
+        chosen = sel[(sel["class"] == c) & sel["chosen"]]
+        for n, (_, r) in enumerate(chosen.iterrows()):
+            ax.annotate("", xy=(r["lambda"], 0.02 + 0.04 * n), xycoords=("data", "axes fraction"),
+                        xytext=(r["lambda"], 0.1 + 0.04 * n), textcoords=("data", "axes fraction"),
+                        arrowprops=dict(arrowstyle="-|>", color="tab:purple", lw=1))
+        ax.set_title(c, fontsize=9)
+        ax.set_xlabel("λ")
+        ax.set_xticks(sorted(sel["lambda"].unique()))
+    axes[0, 0].set_ylabel("AUROC (%)")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"automatic λ ({profile}): the rule's criterion on synthetic defects of the shots, "
+                 "and the test set it never sees (arrows: each seed's choice)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def degradation_curves(df: pd.DataFrame, metric: str = "i_auroc", profile: str = "mini"):
+    """One panel per perturbation, one line per method: the class-mean ``metric`` (percent)
+    against severity, with the clean images at severity 0 (``experiments.robustness``'s table)."""
+    from .experiments import METHOD_LABELS, METRIC_LABELS
+
+    d = df[df["class"] == "mean"].copy()
+    clean = d[d["severity"] == 0]
+    parts = []
+    for name in [p for p in dict.fromkeys(d["perturbation"]) if p != "clean"]:
+        parts.append(pd.concat([clean.assign(perturbation=name), d[d["perturbation"] == name]]))
+    d = pd.concat(parts, ignore_index=True)
+    d[metric] = d[metric] * 100
+    d["method"] = d["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    order = [METHOD_LABELS[m] for m in METHOD_LABELS if METHOD_LABELS[m] in set(d["method"])]
+    g = sns.relplot(d, x="severity", y=metric, hue="method", hue_order=order, style="method",
+                    style_order=order, col="perturbation", col_wrap=min(3, d["perturbation"].nunique()),
+                    kind="line", markers=True, dashes=False, height=2.3, aspect=1.3)
+    g.set_titles("{col_name}")
+    g.set(xticks=sorted(d["severity"].unique()))
+    g.set_axis_labels("severity (0 = clean)", f"{METRIC_LABELS.get(metric, metric)} (%)")
+    g.figure.suptitle(f"{METRIC_LABELS.get(metric, metric)} under perturbed test images ({profile}; "
+                      "the shots stay clean)", fontsize=10)
+    g.figure.tight_layout()
+    return g.figure

@@ -70,16 +70,21 @@ def _key(over: dict) -> str:
     return json.dumps(over, sort_keys=True, default=str)
 
 
-def plan(profile: str, over: dict) -> tuple[str | None, str, list[str]]:
-    """(fine-tune folder still to be made or None, cache folder, classes not all cached there)."""
-    from .evaluate import cache_dir, cache_file, fit_dir, needs_finetune, open_data
+def plan(profile: str, over: dict) -> tuple[str | None, dict, list[str], dict]:
+    """(fine-tune folder still to be made or None, {class: its cache folder}, classes not all
+    cached there, {class: its latent folder}). A class whose noise_strength="auto" lambda is not
+    chosen yet gets the placeholder folders of ``evaluate.cache_dir(cfg, None)``."""
+    from .evaluate import cache_dir, cache_file, fit_dir, known_strength, latent_dir, needs_finetune, open_data
 
     cfg = get_config(profile, **config_overrides(over))
     d = fit_dir(cfg)
     todo = str(d) if needs_finetune(cfg) and not (d / "done.json").is_file() else None
     ds, classes = open_data(cfg)
-    missing = [c for c in classes if not all(cache_file(cfg, s).is_file() for s in ds.test(c))]
-    return todo, str(cache_dir(cfg)), missing
+    lams = {c: known_strength(cfg, c) for c in classes}
+    missing = [c for c in classes
+               if lams[c] is None or not all(cache_file(cfg, s, lams[c]).is_file() for s in ds.test(c))]
+    return (todo, {c: str(cache_dir(cfg, lams[c])) for c in classes}, missing,
+            {c: str(latent_dir(cfg, lams[c])) for c in classes})
 
 
 def _fitted(profile: str, over: dict):
@@ -103,8 +108,9 @@ def score_class(fitted, cls: str) -> dict:
 
     st, counts = fitted.timer.stages, fitted.counts
     secs0, reused0, n = st.get("score", 0.0), counts.get("latents_reused", 0), 0
+    lam = fitted.strength(cls)  # with noise_strength="auto" the class's lambda is chosen here
     for s in fitted.dataset.test(cls):
-        if cache_file(fitted.cfg, s).is_file():
+        if cache_file(fitted.cfg, s, lam).is_file():
             continue
         img, _ = load_sample(s, fitted.cfg.image_size)
         intermediates_cached(fitted, s, img)
@@ -178,7 +184,7 @@ def run_settings(profile: str, settings: list, final, workers: int | None = None
 
 def _shards(plans: dict) -> set:
     """The (cache folder, class) pairs still to score: one task each, whatever shares them."""
-    return {(cache, c) for _, cache, missing in plans.values() for c in missing}
+    return {(folders[c], c) for _, folders, missing, _ in plans.values() for c in missing}
 
 
 def _fit_order(profile: str, unique: dict, fits: dict) -> dict:
@@ -201,15 +207,12 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, final, log) -> di
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
-    from .evaluate import latent_dir
-
     threads = max(1, _cores() // n)
     fits: dict[str, list[str]] = {}      # fine-tune folder -> settings that wait for it
-    for k, (d, _, _) in plans.items():
+    for k, (d, _, _, _) in plans.items():
         if d is not None:
             fits.setdefault(d, []).append(k)
     after = _fit_order(profile, unique, fits)  # fine-tune folder -> those that take a module from it
-    latents = {k: str(latent_dir(get_config(profile, **config_overrides(over)))) for k, (_, over) in unique.items()}
     busy: dict[tuple, list[str]] = {}    # (latent folder, class) being scored -> settings deferred
     waiting: dict[tuple, list[str]] = {}  # (cache folder, class) in the queue -> settings waiting
     scored: set = set()
@@ -233,14 +236,14 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, final, log) -> di
 
         def scoring(k):  # the setting's model exists: queue its classes (once per cache folder)
             for c in plans[k][2]:
-                sk = (plans[k][1], c)
+                sk = (plans[k][1][c], c)
                 if sk in scored:
                     shard_done(k, c)
                 elif sk in waiting:
                     waiting[sk].append(k)
                 else:
                     waiting[sk] = [k]
-                    lk = (latents[k], c)
+                    lk = (plans[k][3][c], c)
                     if lk in busy:  # its latents are on their way: decode them when they are there
                         busy[lk].append(k)
                     else:
@@ -280,9 +283,9 @@ def _run_pool(profile: str, unique: dict, plans: dict, n: int, final, log) -> di
                     prior[k]["n_fresh"] += r["n_fresh"]
                     prior[k]["n_latents_reused"] += r["n_latents_reused"]
                     prior[k]["score_seconds"] += r["score_seconds"]
-                    sk = (plans[k][1], arg)
+                    sk = (plans[k][1][arg], arg)
                     scored.add(sk)
-                    for k2 in busy.pop((latents[k], arg), []):
+                    for k2 in busy.pop((plans[k][3][arg], arg), []):
                         submit("score", k2, arg)
                     for k2 in waiting.pop(sk):
                         shard_done(k2, arg)

@@ -127,6 +127,8 @@ class AnomalySD:
         self.cfg, self.comp, self.backbone, self.distance = cfg, comp, backbone, distance
         self.banks: dict[str, torch.Tensor] = {}
         self._ctx: dict[str, torch.Tensor] = {}
+        self.strengths: dict[str, float] = {}  # lambda per class, once known
+        self.chooser = None  # cls -> lambda, for noise_strength="auto" (set by evaluate.fit)
         g, self.index = masks_mod.grid_masks(cfg.image_size, cfg.grid_scales)
         self.grid = g.float()
         self.grid_np = g[:, 0].numpy().astype(np.float32)
@@ -149,15 +151,28 @@ class AnomalySD:
             self._ctx[cls] = self.comp.text.average(prompt_set(cls, self.cfg.prompt_design))
         return self._ctx[cls]
 
+    def strength(self, cls: str) -> float:
+        """The noise strength lambda of ``cls`` (eq 11): ``cfg.strength_for`` or, with
+        ``noise_strength="auto"``, the choice of ``chooser`` (``autolambda.py``), asked once."""
+        if cls not in self.strengths:
+            if self.cfg.auto_strength and cls not in self.cfg.noise_strength_per_class:
+                if self.chooser is None:
+                    raise ValueError("noise_strength='auto' needs the chooser that evaluate.fit sets")
+                self.strengths[cls] = float(self.chooser(cls))
+            else:
+                self.strengths[cls] = self.cfg.strength_for(cls)
+        return self.strengths[cls]
+
     # --- eq 11, 14-17: the expensive part ---------------------------------------------------
     @torch.no_grad()
     def intermediates(self, img, cls: str, seed: int = 0, keep_inpaintings: bool = False,
-                      grid_latents: torch.Tensor | None = None) -> Intermediates:
+                      grid_latents: torch.Tensor | None = None, strength: float | None = None) -> Intermediates:
         """M^(p), the inpaintings under the grid masks and M^(p), and their distance maps.
 
         ``grid_latents``: the grid masks' denoised latents of a model with the same encoder, U-Net,
         prompt, lambda, steps and seed (``Intermediates.grid_latents`` of an earlier call); then
         only M^(p) is denoised and every latent is decoded with this model's decoder.
+        ``strength``: lambda for this call instead of the class's (``strength``).
         """
         x = to_tensor(img)
         size = self.cfg.image_size
@@ -174,7 +189,8 @@ class AnomalySD:
             pmask = prototypes.prototype_mask(E, size)
             masks = torch.cat([self.grid, pmask[None, None].float()])
         todo = masks if grid_latents is None else masks[n:]
-        args = (self.context(cls), self.cfg.strength_for(cls), self.cfg.num_inference_steps)
+        lam = self.strength(cls) if strength is None else float(strength)
+        args = (self.context(cls), lam, self.cfg.num_inference_steps)
         z = denoise(self.comp, x, todo, *args, seed=seed, batch=self.cfg.infer_batch) if len(todo) else None
         if grid_latents is not None:
             g = grid_latents.to(self.comp.device, self.comp.dtype)

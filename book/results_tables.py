@@ -128,7 +128,8 @@ from anomalysd_core import experiments as ex
 from anomalysd_core import plots
 
 MAKERS = {"table1": "05_main_results", "table3": "06_ablation_modules", "table4": "07_ablation_design",
-          "table5": "08_ablation_masks", "noise_sweep": "09_noise_strength", "diagnosis": "10_diagnosis"}
+          "table5": "08_ablation_masks", "noise_sweep": "09_noise_strength", "diagnosis": "10_diagnosis",
+          "robustness": "11_robustness"}
 loaded = {name: ex.load_result(name, profile, rdir) for name in MAKERS}
 
 
@@ -235,3 +236,22 @@ else:
     n_sent = {}
 for key in ("i-AUROC", "p-AUROC", "per_class", "default"):
     glue(f"noise_{key.replace('-', '_')}_text", n_sent.get(key, not_yet("noise_sweep")))
+# automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
+auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
+glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)
+for key in ("vs_fixed", "vs_best"):
+    glue(f"auto_{key}_text", auto_sent.get(key, not_yet("table1")))
+
+# %% [markdown]
+# ### Robustness (ours)
+
+# %%
+rob, _ = loaded["robustness"]
+if rob is not None:
+    glue("rob_summary", html_table(ex.robustness_table(rob)), display=False)
+    r_sent = ex.robustness_sentences(rob, profile)
+else:
+    glue("rob_summary", html_table(missing("robustness")), display=False)
+    r_sent = {}
+for key in ("ranking", "rad", "anomalysd"):
+    glue(f"rob_{key}_text", r_sent.get(key, not_yet("robustness")))

@@ -371,7 +371,8 @@ glue("gap_text", gap_text)
 #
 # ## What's next
 #
-# The {doc}`../results` page collects every table beside the paper's, now measured with the
+# {doc}`11_robustness` asks how the methods fare when the test images are not taken like the
+# shots; the {doc}`../results` page collects every table beside the paper's, now measured with the
 # repaired prior.
 #
 # ## Exercises

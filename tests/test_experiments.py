@@ -227,9 +227,16 @@ def test_table1_baselines_and_timings(over, tmp_path):
                        results_dir=tmp_path, **over)
     means = df[df["class"] == "mean"]
     assert set(means.loc[means["shots"] == 0, "method"]) == {"anomalysd"}  # no bank at zero shots
-    assert set(means.loc[means["shots"] == 1, "method"]) == {"anomalysd", "proto-knn", "patchcore"}
+    # at one shot (AUTO_SHOTS) a second AnomalySD row with noise_strength="auto"
+    assert set(means.loc[means["shots"] == 1, "method"]) == {"anomalysd", "anomalysd-auto", "proto-knn", "patchcore"}
     runs = json.loads((tmp_path / "table1.provenance.json").read_text())["runs"]
-    assert [r["shots"] for r in runs] == [0, 1]
+    assert [r["shots"] for r in runs] == [0, 1, 1]
+    assert set(runs[2]["auto_lambda"]) == set(df.loc[df["class"] != "mean", "class"])
+    assert "auto_lambda" not in runs[1]
+    sel = ex.auto_lambda_table(runs)
+    assert len(sel) == 3 * 4 and sel.groupby("class")["chosen"].sum().eq(1).all()
+    assert "AnomalySD, automatic λ" in set(ex.table1_summary(df)["method"])
+    runs = runs[:2]
     assert set(runs[1]["seconds_per_image"]) == {"anomalysd", "patchcore", "proto-knn"}
     assert runs[1]["finetune_seconds"] and not runs[0]["finetune_seconds"]
     assert all("WinCLIP" in r["skipped_baselines"]["winclip"] for r in runs)  # zero-shot too
@@ -282,7 +289,7 @@ def test_pool_scores_a_shared_cache_once(over, tmp_path, monkeypatch):
     classes are scored once, and both tables come out of it."""
     monkeypatch.delenv("ANOMALYSD_WORKERS", raising=False)
     base = {**over, "grid_scales": (1,), "shots": 0, "out_dir": str(tmp_path / "runs")}
-    todo, cache, missing = schedule.plan("smoke", base)
+    todo, _, missing, _ = schedule.plan("smoke", base)
     assert todo is None and len(missing) == 3  # zero shots: nothing to fine-tune, 3 classes to score
     out = schedule.run_settings("smoke", [("a", base), ("b", {**base, "variants": ("ms", "full")})],
                                  ex.run_setting, workers=2)

@@ -188,12 +188,14 @@ PAPER_NOTEBOOKS = {  # name -> glue keys it must define
     "06_ablation_modules": {"table3_beside_paper", "t3_best_i_auroc", "t3_spread"},
     "07_ablation_design": {"table4_beside_paper", "t4_best_i_auroc", "t4_spread"},
     "08_ablation_masks": {"table5_beside_paper", "t5_best_i_auroc", "t5_knn_i"},
-    "09_noise_strength": {"noise_table", "noise_per_class", "noise_i_AUROC_text"},
+    "09_noise_strength": {"noise_table", "noise_per_class", "noise_i_AUROC_text", "auto_summary",
+                          "auto_vs_fixed_text", "auto_vs_best_text", "auto_cost_text"},
     "10_diagnosis": {"psnr_cpu", "psnr_gpu", "diag_means", "diag_sentences", "sched_text", "gap_text"},
+    "11_robustness": {"rob_summary", "rob_ranking_text", "rob_rad_text", "rob_anomalysd_text"},
 }
 RESULT_FILES = {"05_main_results": "table1", "06_ablation_modules": "table3",
                 "07_ablation_design": "table4", "08_ablation_masks": "table5",
-                "09_noise_strength": "noise_sweep", "10_diagnosis": "diagnosis"}
+                "09_noise_strength": "noise_sweep", "10_diagnosis": "diagnosis", "11_robustness": "robustness"}
 
 
 def test_paper_notebooks_structure():
