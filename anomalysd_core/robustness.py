@@ -316,8 +316,8 @@ def evaluate_conditions(fitted, classes, conds, baselines=(), extractor=None, sk
 def with_drops(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with ``i_drop`` / ``p_drop``: the clean value minus this condition's, per method and
     class (points of AUROC, positive = worse)."""
-    clean = df[df["severity"] == 0].set_index(["method", "class"])[["i_auroc", "p_auroc"]]
-    out = df.join(clean, on=["method", "class"], rsuffix="_clean")
+    clean = df.loc[df["severity"] == 0, ["method", "class", "i_auroc", "p_auroc"]]
+    out = df.merge(clean, on=["method", "class"], how="left", suffixes=("", "_clean"))
     out["i_drop"] = (out["i_auroc_clean"] - out["i_auroc"]) * 100
     out["p_drop"] = (out["p_auroc_clean"] - out["p_auroc"]) * 100
     return out.drop(columns=["i_auroc_clean", "p_auroc_clean"])

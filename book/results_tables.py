@@ -236,6 +236,17 @@ else:
     n_sent = {}
 for key in ("i-AUROC", "p-AUROC", "per_class", "default"):
     glue(f"noise_{key.replace('-', '_')}_text", n_sent.get(key, not_yet("noise_sweep")))
+# how the criterion of automatic lambda was chosen: benchmarks/auto_lambda_validation.py on data/mini-val
+val_csv = rdir / "auto_lambda_validation.csv"
+if val_csv.is_file():
+    v = pd.read_csv(val_csv)
+    v = (v.groupby(["rule", "seed"])[["i_auroc", "p_auroc"]].mean().groupby("rule").mean() * 100).round(1)
+    v = v.rename(columns={"i_auroc": "i-AUROC (validation)", "p_auroc": "p-AUROC (validation)"}).reset_index()
+    glue("auto_validation", html_table(v), display=False)
+else:
+    glue("auto_validation", html_table(pd.DataFrame({"note": [
+        f"results/{profile}/auto_lambda_validation.csv is made by benchmarks/auto_lambda_validation.py"]})),
+        display=False)
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)

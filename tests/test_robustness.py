@@ -102,8 +102,9 @@ def test_robustness_table_on_smoke(smoke_base, smoke_data, tmp_path):
         ("clean", 0), ("rotation", 1), ("rotation", 3), ("gain", 1), ("gain", 3)}
     clean = means[means["severity"] == 0]
     assert (clean["i_drop"] == 0).all()
-    # the clean row is Table 1's evaluation of the same images (the same cache)
-    t1 = ex.run_setting("smoke", shots=1, seed=0, classes=["brick"], **over)[0]
+    # the clean row is Table 1's evaluation of the same images (the same fine-tune and cache)
+    t1, info = ex.run_setting("smoke", shots=1, seed=0, **over)
+    assert info["finetune_reused"]
     assert clean.set_index("method").loc["anomalysd", "i_auroc"] == pytest.approx(
         t1[(t1["method"] == "anomalysd") & (t1["class"] == "brick")]["i_auroc"].iloc[0])
     prov = json.loads((tmp_path / "res" / "robustness.provenance.json").read_text())
