@@ -40,11 +40,13 @@ def _common(p, data=True):
 
 
 def cmd_build_mini(args):
+    from .config import get_config
     from .mini import build_mini
     from .utils import Timer
 
+    size = args.size or get_config(args.profile).image_size  # what ensure_mini expects: no rebuild
     with Timer() as t:
-        out = build_mini(args.out, size=args.size, seed=args.seed, profile=args.profile)
+        out = build_mini(args.out, size=size, seed=args.seed, profile=args.profile)
     print(f"wrote {out} (manifest.csv, samples.png) in {t.seconds:.1f} s")
 
 
@@ -86,6 +88,9 @@ def cmd_evaluate(args):
     variants = tuple(args.variants.split(","))
     df = evaluate(f, variants=variants, out_dir=out)
     _print_table(df)
+    if cfg.auto_strength:
+        print("\nnoise strength chosen per class from the shots (autolambda.py): " + ", ".join(
+            f"{c} {r['lambda']:g}" for c, r in f.auto_records().items()))
     print(f"\nwrote {out}/metrics.csv, scores.csv, provenance.json")
 
 
@@ -149,7 +154,7 @@ def main(argv=None):
     d = sub.add_parser("data", help="datasets").add_subparsers(dest="data_cmd", required=True)
     b = d.add_parser("build-mini", help="write the mini (or smoke) benchmark in MVTec-AD layout")
     b.add_argument("--out", default="data/mini")
-    b.add_argument("--size", type=int, default=128)
+    b.add_argument("--size", type=int, default=None, help="image size (default: the profile's image_size)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--profile", default="mini", choices=["mini", "smoke"])
     b.set_defaults(fn=cmd_build_mini)

@@ -69,6 +69,18 @@ class Config:
         return self.blur_sigma_512 * self.image_size / 512.0
 
     def __post_init__(self):
+        """Every field is checked when a Config is made: a bad value fails here, naming the field,
+        the value and what is allowed, not minutes later where it is used."""
+        for name, allowed in CHOICES.items():
+            v = getattr(self, name)
+            if v not in allowed:
+                raise ValueError(f"config field {name!r}: {v!r} is not one of {list(allowed)}")
+        if self.baseline_backbone not in ("",) + CHOICES["backbone"]:
+            raise ValueError(f"config field 'baseline_backbone': {self.baseline_backbone!r} is not one of "
+                             f"{[''] + list(CHOICES['backbone'])} ('' = the backbone)")
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or
+                (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise ValueError(f"config field 'device': {self.device!r} is not 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
         ns = self.noise_strength
         if isinstance(ns, str) and ns != "auto":
             raise ValueError(f"noise_strength must be a number in (0, 1] or 'auto', got {ns!r}")
@@ -77,8 +89,22 @@ class Config:
                 [(f"auto_lambdas[{i}]", v) for i, v in enumerate(self.auto_lambdas)]:
             if lam != "auto" and not 0.0 < float(lam) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {lam!r}")
-        if self.auto_views < 1:
-            raise ValueError(f"auto_views must be at least 1, got {self.auto_views!r}")
+        for name, lo, hi, lo_open in RANGES:
+            v = getattr(self, name)
+            if v is None and name in ("unet_epochs", "decoder_epochs"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or \
+                    (v <= lo if lo_open else v < lo) or (hi is not None and v > hi):
+                what = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
+                raise ValueError(f"config field {name!r} must be {what}, got {v!r}")
+        if not self.grid_scales or any(int(k) != k or k < 1 or k > self.image_size for k in self.grid_scales):
+            raise ValueError(f"config field 'grid_scales' must be positive integers up to image_size "
+                             f"({self.image_size}), got {self.grid_scales!r}")
+        if not self.gammas or any(not 0.0 <= g < 1.0 for g in self.gammas):
+            raise ValueError(f"config field 'gammas' must be IoU thresholds in [0, 1), got {self.gammas!r}")
+        if self.classes is not None and (not self.classes or not all(isinstance(c, str) and c for c in self.classes)):
+            raise ValueError(f"config field 'classes' must be None or a non-empty list of class names, "
+                             f"got {self.classes!r}")
 
     @property
     def auto_strength(self) -> bool:
@@ -106,6 +132,27 @@ class Config:
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+
+#: allowed values of the fields that name a choice (checked by ``Config.__post_init__``)
+CHOICES: dict[str, tuple] = {
+    "profile": ("paper", "mini", "smoke"),
+    "dataset": ("mvtec", "visa"),
+    "text_encoder": ("clip", "minilm"),
+    "backbone": ("efficientnet_lite0", "efficientnet_b6", "wide_resnet50_2"),  # features.build_backbone
+    "distance": ("lite0", "pixel", "lpips_alex"),                             # features.build_distance
+    "mask_design": ("foreground", "random"),
+    "prompt_design": ("hierarchical", "simple", "none"),
+    "lr_schedule": ("constant", "cosine"),
+    "mask_variant": ("full", "ms", "ms+proto"),
+    "dtype": ("float32", "float16", "bfloat16"),
+}
+#: (field, lower bound, upper bound or None, lower bound excluded)
+RANGES = [("image_size", 8, None, False), ("shots", 0, None, False), ("batch_size", 1, None, False),
+          ("lr", 0.0, None, True), ("unet_steps", 0, None, False), ("decoder_steps", 0, None, False),
+          ("unet_epochs", 0, None, False), ("decoder_epochs", 0, None, False),
+          ("lpips_beta", 0.0, None, False), ("num_inference_steps", 1, None, False),
+          ("alpha", 0.0, 1.0, False), ("blur_sigma_512", 0.0, None, False), ("infer_batch", 0, None, False),
+          ("auto_views", 1, None, False)]
 
 PROFILES: dict[str, dict] = {
     "paper": dict(

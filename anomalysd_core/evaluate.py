@@ -402,7 +402,8 @@ def write_outputs(fitted: Fitted, df: pd.DataFrame, scores: pd.DataFrame, out_di
         cfg, seeds=[cfg.seed], shot_files=fitted.shot_files, fit_hash=fitted.fit_hash,
         classes=fitted.classes, n_test_images=n_imgs, variants=list(variants), alphas=alphas,
         stage_seconds={**fitted.timer.stages, "evaluate_total": seconds},
-        seconds_per_image=seconds / max(n_imgs, 1), finetune=fitted.finetune_info, **extra))
+        seconds_per_image=seconds / max(n_imgs, 1), finetune=fitted.finetune_info,
+        **({"auto_lambda": fitted.auto_records()} if cfg.auto_strength else {}), **extra))
     write_csv_atomic(out_dir / f"metrics{tag}.csv", df)
 
 

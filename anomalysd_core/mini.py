@@ -687,15 +687,27 @@ def resolve_data_root(path) -> Path:
     return (base / p).resolve()
 
 
-def ensure_mini(cfg) -> Path:
+def default_roots(profile: str) -> tuple[Path, Path]:
+    """Where the benchmark of ``profile`` is built on first use: its default ``data_root`` and the
+    validation build beside it (``data/mini`` and ``data/mini-val``)."""
+    from .config import get_config
+
+    root = resolve_data_root(get_config(profile).data_root)
+    return root, root.with_name(root.name + VAL_SUFFIX)
+
+
+def ensure_mini(cfg, build: bool = False) -> Path:
     """``cfg.data_root`` as an absolute path, building the mini/smoke benchmark there when needed.
 
     For profiles ``mini`` and ``smoke`` (dataset ``mvtec``) the folder is (re)built with
     ``cfg.image_size``, the profile and the fixed seed ``MINI_SEED`` (a folder whose name ends in
-    ``-val``, such as ``data/mini-val``: the validation split with ``VAL_SEED``) when it is missing, has no
+    ``-val``, such as ``data/mini-val``: the validation split with ``VAL_SEED``) when it has no
     completion marker while looking like a mini build (half-built), or was built with another size
-    or profile. A folder that is not a mini build (e.g. real MVTec-AD) is returned untouched. Other
-    profiles never build: a missing root raises :class:`DataError`.
+    or profile. A missing folder is built only at the profile's default locations
+    (``default_roots``) or with ``build=True`` (``data build-mini``): anywhere else a missing
+    ``data_root`` is most likely a typo, and raises :class:`DataError` naming it rather than
+    making up data there. A folder that is not a mini build (e.g. real MVTec-AD) is returned
+    untouched. Other profiles never build: a missing root raises :class:`DataError`.
     """
     root = resolve_data_root(cfg.data_root)
     profile = cfg.profile if cfg.profile in PROFILES else None
@@ -705,6 +717,12 @@ def ensure_mini(cfg) -> Path:
                             f"profiles build their data (profile {cfg.profile!r}, dataset "
                             f"{cfg.dataset!r})")
         return root
+    if not root.exists() and not build and root not in default_roots(profile):
+        raise DataError(
+            f"data_root {str(root)!r} does not exist. The {profile} benchmark is built on first use "
+            f"only at {', '.join(str(p) for p in default_roots(profile))}; to build it elsewhere run "
+            f"`python -m anomalysd_core data build-mini --profile {profile} --out {cfg.data_root}`, "
+            "or correct the path")
     size = int(cfg.image_size)
     split = "val" if root.name.endswith(VAL_SUFFIX) else "test"
     marker = root / MARKER

@@ -302,6 +302,10 @@ def load_everything(args):
     elif args.data_root:
         over["data_root"] = args.data_root
     cfg = get_config(args.profile, **over)
+    if args.size and args.size != native and not args.data_root:
+        from anomalysd_core.mini import ensure_mini
+
+        ensure_mini(cfg, build=True)  # the benchmark's own folder: built here on purpose
     from anomalysd_core.utils import resolve_device
 
     device = resolve_device(cfg.device)

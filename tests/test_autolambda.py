@@ -100,7 +100,7 @@ def test_config_auto():
             get_config("mini", noise_strength=bad)
     with pytest.raises(ValueError, match=r"auto_lambdas\[1\] must be in"):
         get_config("mini", auto_lambdas="0.2,1.2")
-    with pytest.raises(ValueError, match="auto_views must be at least 1"):
+    with pytest.raises(ValueError, match="auto_views. must be >= 1"):
         get_config("mini", auto_views="0")
 
 

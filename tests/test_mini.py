@@ -124,9 +124,22 @@ def test_quantise_defect_reverts_sub_tolerance_changes():
     assert mask.sum() == 1 and mask[1, 1] and out[0, 0, 0] == 100 and out[1, 1, 1] == 105
 
 
+def test_a_mistyped_data_root_is_not_built(tmp_path):
+    """Away from the profile's default locations a missing data_root fails, naming the path, and
+    nothing is created there."""
+    from anomalysd_core.mini import default_roots
+
+    typo = tmp_path / "dta" / "mini"
+    with pytest.raises(DataError, match=rf"data_root '{typo}' does not exist.*data build-mini"):
+        ensure_mini(get_config("mini", data_root=str(typo)))
+    assert not typo.exists() and not typo.parent.exists()
+    root, val = default_roots("mini")
+    assert root.name == "mini" and val == root.with_name("mini-val") and root.is_absolute()
+
+
 def test_ensure_mini_builds_once_and_rebuilds_half_built(tmp_path):
     cfg = get_config("smoke", data_root=str(tmp_path / "smoke_data"))
-    root = ensure_mini(cfg)
+    root = ensure_mini(cfg, build=True)
     assert root == tmp_path / "smoke_data" and (root / MARKER).is_file()
     stamp = (root / MARKER).stat().st_mtime_ns
     assert ensure_mini(cfg) == root and (root / MARKER).stat().st_mtime_ns == stamp
@@ -165,7 +178,7 @@ def test_validation_build_shares_no_test_pixels(smoke, tmp_path):
     are the test build's, and no validation test image shows one of them."""
     from anomalysd_core.mini import MINI_SEED, VAL_SEED
 
-    val = ensure_mini(get_config("smoke", data_root=str(tmp_path / "smoke-val"), image_size=32))
+    val = ensure_mini(get_config("smoke", data_root=str(tmp_path / "smoke-val"), image_size=32), build=True)
     info = json.loads((val / MARKER).read_text())
     assert info["split"] == "val" and info["seed"] == VAL_SEED and info["profile"] == "smoke"
     assert json.loads((smoke / MARKER).read_text())["split"] == "test"

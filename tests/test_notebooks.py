@@ -25,7 +25,12 @@ from anomalysd_core import book
 def shared_dirs(tmp_path_factory):
     """Folders shared by test_book.py and this file within one pytest session, so the stage
     cache of the runner executes each smoke notebook once per session."""
+    from anomalysd_core.config import get_config
+    from anomalysd_core.mini import ensure_mini
+
     base = tmp_path_factory.getbasetemp() / "book-smoke"
+    # a data_root away from data/smoke is built only when asked (a missing one is a typo)
+    ensure_mini(get_config("smoke", data_root=str(base / "data")), build=True)
     return {"build_dir": base / "build", "results_dir": base / "results",
             "params": {"data_root": str(base / "data"), "out_dir": str(base / "runs")}}
 
