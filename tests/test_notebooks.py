@@ -354,3 +354,55 @@ def test_results_page_screenshot(site, tmp_path):
     a = np.asarray(img, dtype=np.float32)
     assert png.stat().st_size > 20_000            # a blank page compresses to a few KB
     assert a.std() > 10 and (a < 100).mean() > 0.005   # text and tables, not an empty canvas
+
+
+# Chromium with every request off the machine refused: a proxy that does not exist for http(s),
+# and no name resolves, so only file:// pages and the site's own files can load.
+OFFLINE_FLAGS = ["--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+                 "--host-resolver-rules=MAP * ~NOTFOUND"]
+
+
+def _remote_refs(html: str) -> list[str]:
+    import re
+
+    refs = re.findall(r"""<(?:script|link|img|source|iframe)\b[^>]*?(?:src|href)=["']([^"']+)["']""", html)
+    return [r for r in refs if r.startswith(("http://", "https://", "//"))]
+
+
+@pytest.mark.slow
+def test_site_loads_nothing_from_the_network(site):
+    """Scripts, styles, fonts and images all come from the site itself (MathJax included:
+    sphinx-mathjax-offline copies it into _static)."""
+    assert (site / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    for page in site.rglob("*.html"):
+        assert not _remote_refs(page.read_text(errors="replace")), (page, _remote_refs(page.read_text()))
+    for css in (site / "_static").rglob("*.css"):
+        text = css.read_text(errors="replace")
+        assert "url(http" not in text and "url(//" not in text and "@import url(http" not in text, css
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["01_preliminaries", "04_inference"])
+def test_equations_render_offline(site, tmp_path, page):
+    """Notebooks 01 and 04 in headless Chromium with the network cut off: MathJax's output
+    elements are there and no raw \\( ... \\) is left in the visible text; a screenshot is kept."""
+    import re
+
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
+    url = (site / "book" / "notebooks" / f"{page}.html").as_uri()
+    base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+            "--disable-background-networking", "--disable-component-update",
+            f"--user-data-dir={tmp_path / 'profile'}", *OFFLINE_FLAGS, "--virtual-time-budget=20000"]
+    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    html = dom.stdout
+    assert "<mjx-container" in html, f"MathJax did not render {page}: {dom.stderr[-1500:]}"
+    assert html.count("<mjx-container") >= 5
+    visible = re.sub(r"<(script|style|mjx-assistive-mml)\b.*?</\1>", " ", html, flags=re.S)
+    visible = re.sub(r"<[^>]+>", " ", visible)
+    assert "\\(" not in visible and "\\[" not in visible, re.findall(r".{40}\\\(.{40}", visible)[:3]
+    png = tmp_path / f"{page}.png"
+    subprocess.run([*base, "--hide-scrollbars", "--window-size=1280,1600", f"--screenshot={png}", url],
+                   capture_output=True, text=True, timeout=180)
+    assert png.is_file() and png.stat().st_size > 20_000
