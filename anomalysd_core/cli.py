@@ -95,6 +95,33 @@ def cmd_evaluate(args):
 
 
 def cmd_score(args):
+    """Score a user's images: against their own normals (``own.score_own``) or a data set's class."""
+    if args.normals is not None or args.name is not None:
+        return cmd_score_own(args)
+    if args.cls is None:
+        from .data import DataError
+
+        raise DataError("score needs --normals GOOD_DIR and --name NAME (or --class CLASS of the data set)")
+    return cmd_score_class(args)
+
+
+def cmd_score_own(args):
+    from .data import DataError
+    from .own import score_own
+
+    if args.normals is None or args.name is None:
+        raise DataError("score with your own normals needs both --normals GOOD_DIR and --name NAME")
+    cfg = _cfg(argparse.Namespace(**{**vars(args), "shots": None}))
+    df = score_own(cfg, args.paths, args.normals, args.name, args.out, method=args.method, shots=args.shots,
+                   kind=args.kind, views=args.views)
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
+        print(df[["file", "score", "threshold", "decision"]].to_string(index=False))
+    print(f"wrote {len(df)} maps and overlays, results.csv, results.json to {args.out}")
+
+
+def cmd_score_class(args):
     """Score a user's images of a named class: heat-map overlays (PNG) and a CSV of image scores."""
     import matplotlib
 
@@ -187,10 +214,25 @@ def main(argv=None):
     p.add_argument("--results", default=None, help="folder for metrics.csv/scores.csv/provenance.json")
     p.set_defaults(fn=cmd_evaluate)
 
-    p = sub.add_parser("score", help="score your own images of a known class")
+    p = sub.add_parser(
+        "score", help="score your own images: against a folder of normal photos (--normals, --name), "
+                      "or against a class of the data set (--class)",
+        description="With --normals GOOD_DIR --name NAME: fit the detector of --method on the normal "
+                    "photos, calibrate a threshold from them alone (leave-one-out views, see "
+                    "anomalysd_core/own.py) and write, per image, the score, the decision, the anomaly map "
+                    "at the input's resolution and an overlay, and results.csv / results.json for all. "
+                    "With --class: AnomalySD's score and overlay against a class of --data-root.")
     _common(p)
-    p.add_argument("paths", nargs="+", help="image files or folders")
-    p.add_argument("--class", dest="cls", required=True)
+    p.add_argument("paths", nargs="+", help="image files or folders of the new images")
+    p.add_argument("--normals", default=None, help="folder of normal photos of the part (any file names)")
+    p.add_argument("--name", default=None, help='what the part is, e.g. "metal plate" (builds the prompts)')
+    p.add_argument("--method", default="anomalysd", choices=["anomalysd", "patchcore", "spade", "padim", "protoknn"],
+                   help="detector: anomalysd (fine-tuned on the normals) or a memory-bank baseline on "
+                        "the same features (default anomalysd)")
+    p.add_argument("--kind", default="texture", choices=["texture", "object"],
+                   help="texture: the whole image is the part; object: segment it from the border colour")
+    p.add_argument("--views", type=int, default=4, help="calibration views per normal (default 4)")
+    p.add_argument("--class", dest="cls", default=None, help="a class of the data set instead of --normals")
     p.add_argument("--out", default="runs/score")
     p.set_defaults(fn=cmd_score)
 

@@ -46,6 +46,9 @@ def _validate(data, path: Path) -> dict:
     for key in ("coarse", "simple"):
         _check(isinstance(data.get(key), str) and "{name}" in data[key], path, key,
                "must be a string containing '{name}'")
+    generic = data.get("generic", [])
+    _check(isinstance(generic, list) and all(isinstance(s, str) and "{name}" in s for s in generic), path,
+           "generic", "must be a list of sentences containing '{name}'")
     classes = data.get("classes")
     _check(isinstance(classes, dict) and len(classes) > 0, path, "classes",
            "must be a non-empty mapping of class id -> entry")
@@ -104,8 +107,9 @@ def prompt_set(cls: str, design: str = "hierarchical", path=None) -> list[str]:
     """The prompt set ``T_c`` for class ``cls`` under a Table 4 ``design``.
 
     ``"hierarchical"`` -> ``T1_c U T2_c`` (coarse prompt first); ``"simple"`` ->
-    ``["A photo of a [c]."]``; ``"none"`` -> ``[""]``. A class missing from the YAML gets only the
-    coarse prompt built from its id (underscores -> spaces) and a warning naming it.
+    ``["A photo of a [c]."]``; ``"none"`` -> ``[""]``. A class missing from the YAML (a user's own
+    part) gets the coarse prompt built from its id (underscores -> spaces) and the file's
+    ``generic`` fine-grained set formatted with that name.
     """
     if design not in DESIGNS:
         raise ValueError(f"prompt design must be one of {DESIGNS}, got {design!r}")
@@ -116,9 +120,11 @@ def prompt_set(cls: str, design: str = "hierarchical", path=None) -> list[str]:
     name = e["name"] if e is not None else cls.replace("_", " ")
     first = table["simple" if design == "simple" else "coarse"].format(name=name)
     if e is None:
-        warnings.warn(f"class {cls!r} has no entry in the prompt file; using only the prompt "
-                      f"{first!r}", stacklevel=2)
-        return [first]
+        generic = [s.format(name=name) for s in table.get("generic", [])] if design == "hierarchical" else []
+        if not generic and design == "hierarchical":
+            warnings.warn(f"class {cls!r} has no entry in the prompt file and the file no generic set; "
+                          f"using only the prompt {first!r}", stacklevel=2)
+        return [first] + generic
     if design == "simple":
         return [first]
     coarse = first

@@ -42,12 +42,23 @@ def test_designs():
         P.prompt_set("bottle", "fancy")
 
 
-def test_unknown_class_warns_and_falls_back():
-    with pytest.warns(UserWarning, match="widget_x"):
-        assert P.prompt_set("widget_x") == ["A perfect widget x."]
+def test_unknown_class_gets_the_generic_set(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        ps = P.prompt_set("widget_x")
+        assert ps[0] == "A perfect widget x." and len(ps) == 1 + len(P.load_prompts()["generic"])
+        assert all("widget x" in s for s in ps[1:])
+        assert P.prompt_set("widget_x", "simple") == ["A photo of a widget x."]
         assert P.prompt_set("widget_x", "none") == [""]
+    # a prompt file without a generic set: the coarse prompt only, with a warning naming the class
+    import yaml
+
+    data = dict(P.load_prompts())
+    data.pop("generic")
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(data))
+    with pytest.warns(UserWarning, match="widget_x"):
+        assert P.prompt_set("widget_x", path=f) == ["A perfect widget x."]
 
 
 def test_sample_prompt_draws_from_set():

@@ -1,0 +1,254 @@
+"""Scoring your own images: a folder of normal photos, new images, one detector, a threshold.
+
+``python -m anomalysd_core score NEW_IMAGES... --normals GOOD_DIR --name "metal plate"`` runs
+``score_own``. No dataset layout is needed:
+
+1. **Normals.** Every image in ``GOOD_DIR`` (any file names), or the first ``shots`` of them in
+   name order. They are the K shots of one class named ``name``.
+2. **Prompts.** The class is unknown to ``prompts.yaml``, so its prompt set is the coarse prompt
+   built from the name plus the file's generic fine-grained set (``prompts.prompt_set``); the set
+   used is written to ``prompts.yaml`` in the output folder.
+3. **Fit.** ``method`` picks the detector: ``anomalysd`` (fine-tune on the normals, cached under
+   ``runs/<profile>/own/`` by the normals' content and the settings, then the prototype bank),
+   or ``patchcore``, ``spade``, ``padim``, ``protoknn`` (a memory bank of the normals' features).
+4. **Threshold from the normals alone.** Each normal is left out in turn: the detector's bank is
+   rebuilt from the other normals (AnomalySD: its prototype bank; the diffusion model stays the
+   one fine-tuned on all of them), and the left-out normal is scored in ``views`` lossless
+   variants (``autolambda.view``: flips, quarter turns, brightness and contrast). The threshold is
+   the highest of these calibration scores: an image scores above every variant of every normal
+   seen from the others, so "anomalous" means "less normal than any normal looked". With one
+   normal there is no other to build a bank from, and the calibration views are scored against
+   the bank of that one image, which gives a lower, optimistic threshold (said in the output).
+5. **Outputs.** Per image: the score, the threshold, the decision; ``<stem>_map.png`` (the anomaly
+   map at the input's resolution, 8-bit, the threshold at grey level 128) and
+   ``<stem>_overlay.png``; for all images ``results.csv`` and ``results.json``. Everything is
+   written into a temporary folder first and moved into place at the end: a failed run leaves
+   nothing half-written.
+
+Bad input stops before any work, with the file or value named: no new images, an unreadable
+file, fewer normals than ``shots``, a new image identical to a normal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .data import IMAGE_EXTENSIONS, DataError, load_image
+
+METHODS = ("anomalysd", "patchcore", "spade", "padim", "protoknn")
+
+
+def image_files(paths) -> list[Path]:
+    """The image files of ``paths`` (files, or folders: their images in name order)."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+                           and not q.name.startswith("."))
+            if not found:
+                raise DataError(f"folder {str(p)!r} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"no such file or folder: {str(p)!r}")
+    if not files:
+        raise DataError("no images to score were given")
+    return files
+
+
+def class_id(name: str) -> str:
+    """``"metal plate"`` -> ``"metal_plate"`` (the id the prompts and caches use)."""
+    cid = re.sub(r"[^0-9a-zA-Z]+", "_", name.strip()).strip("_").lower()
+    if not cid:
+        raise DataError(f"--name {name!r} has no letters or digits")
+    return cid
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_inputs(files: list[Path], normals: list[Path], shots: int | None, size: int):
+    """Load and check everything before any work: (new images, normal images, normal files used).
+
+    Raises :class:`DataError` naming the file or value: an unreadable image, fewer normals than
+    ``shots``, a new image that is byte-identical (or pixel-identical after resizing) to a normal.
+    """
+    if shots is not None and shots < 1:
+        raise DataError(f"--shots must be at least 1, got {shots}")
+    if shots is not None and shots > len(normals):
+        raise DataError(f"--shots {shots}: the normals folder holds only {len(normals)} image(s)")
+    used = normals[:shots] if shots else normals
+    normal_imgs = [load_image(p, size) for p in used]  # DataError names an unreadable file
+    new_imgs = [load_image(p, size) for p in files]
+    digests = {_digest(p): p for p in used}
+    for p, img in zip(files, new_imgs):
+        same = digests.get(_digest(p)) or next((q for q, n in zip(used, normal_imgs) if np.array_equal(img, n)), None)
+        if same is not None:
+            raise DataError(f"new image {str(p)!r} is the same image as the normal {str(same)!r}: "
+                            "a normal cannot be scored against itself")
+    return new_imgs, normal_imgs, used
+
+
+def _to_tensor(imgs) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(np.asarray(i, np.float32)).permute(2, 0, 1) for i in imgs])
+
+
+class OwnDetector:
+    """One detector of ``METHODS`` fitted on a list of normal images, with ``refit(normals)`` for
+    the leave-one-out calibration and ``score(img) -> (score, map)``."""
+
+    def __init__(self, cfg, method: str, cls: str, kind: str, normals: list, run_dir: Path, progress=True):
+        if method not in METHODS:
+            raise ValueError(f"--method {method!r} is not one of {list(METHODS)}")
+        from .experiments import frozen_models
+
+        self.cfg, self.method, self.cls, self.kind = cfg, method, cls, kind
+        backbone, distance = frozen_models(cfg)
+        self.info = {}
+        if method == "anomalysd":
+            from .finetune import finetune
+            from .models import load_components
+            from .scoring import AnomalySD
+            from .utils import resolve_device
+
+            device = resolve_device(cfg.device)
+            comp = load_components(cfg, device)
+            if cfg.finetune_unet or cfg.finetune_decoder:
+                self.info = finetune(cfg, comp, {cls: list(normals)}, {cls: kind}, run_dir, distance=distance,
+                                     progress=progress)
+                if self.info["reused"] or self.info["adopted"]:
+                    comp = load_components(cfg, device, unet_path=self.info.get("unet"),
+                                           vae_path=self.info.get("vae"))
+            self.det = AnomalySD(cfg, comp, backbone, distance)
+        else:
+            from .baselines import build_baseline
+
+            self.det = None
+            self._build = lambda: build_baseline(method, backbone)
+        self.refit(normals)
+
+    def refit(self, normals: list) -> None:
+        """Rebuild the memory bank (AnomalySD: the prototype bank) from ``normals``."""
+        if self.det is not None:
+            self.det.set_shots({self.cls: list(normals)})
+        else:
+            self.model = self._build().fit(_to_tensor(normals))
+
+    def score(self, img) -> tuple[float, np.ndarray]:
+        if self.det is not None:
+            sm = self.det.score(img, self.cls, seed=self.cfg.seed)
+            return float(sm.score), np.asarray(sm.S_map, np.float32)
+        s, m = self.model.predict(_to_tensor([img]))
+        return float(s[0]), m[0].cpu().numpy().astype(np.float32)
+
+
+def calibrate(detector: OwnDetector, normals: list, views: int = 4, seed: int = 0, progress=True) -> dict:
+    """The threshold of the module docstring (step 4): {"threshold", "scores", "rule"}."""
+    from .autolambda import view
+
+    rng = np.random.default_rng(seed)
+    scores = []
+    loo = len(normals) > 1
+    for i in tqdm(range(len(normals)), desc="calibrate", disable=not progress):
+        if loo:
+            detector.refit(normals[:i] + normals[i + 1:])
+        for _ in range(views):
+            scores.append(detector.score(view(normals[i], rng))[0])
+    detector.refit(normals)
+    rule = ("highest score of the leave-one-out views of the normals" if loo else
+            "highest score of views of the single normal against its own bank (optimistic: use more normals)")
+    return {"threshold": float(max(scores)), "scores": [float(s) for s in scores], "rule": rule,
+            "views_per_normal": views, "leave_one_out": loo}
+
+
+def _map_png(m: np.ndarray, threshold: float, size: tuple[int, int]) -> Image.Image:
+    """The anomaly map at ``size`` (W, H), 8-bit, with the threshold at grey 128."""
+    t = torch.from_numpy(m)[None, None]
+    up = F.interpolate(t, size=(size[1], size[0]), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return Image.fromarray(np.clip(up / (2 * max(threshold, 1e-12)) * 255, 0, 255).astype(np.uint8))
+
+
+def _overlay(path: Path, grey: Image.Image) -> Image.Image:
+    import matplotlib
+
+    rgb = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255
+    heat = matplotlib.colormaps["jet"](np.asarray(grey, np.float32) / 255)[..., :3]
+    a = 0.45 * (np.asarray(grey, np.float32) / 255)[..., None] + 0.15
+    return Image.fromarray((np.clip(rgb * (1 - a) + heat * a, 0, 1) * 255).astype(np.uint8))
+
+
+def score_own(cfg, files, normals_dir, name: str, out, method: str = "anomalysd", shots: int | None = None,
+              kind: str = "texture", views: int = 4, progress: bool = True) -> pd.DataFrame:
+    """Score ``files`` against the normals of ``normals_dir`` (module docstring); returns the table
+    written to ``out/results.csv``."""
+    from .finetune import FINETUNE_KEYS
+    from .prompts import prompt_set
+
+    if method not in METHODS:
+        raise DataError(f"--method {method!r} is not one of {list(METHODS)}")
+    if kind not in ("texture", "object"):
+        raise DataError(f"--kind {kind!r} is not 'texture' or 'object'")
+    if views < 1:
+        raise DataError(f"--views must be at least 1, got {views}")
+    files = image_files(files)
+    normals_dir = Path(normals_dir)
+    if not normals_dir.is_dir():
+        raise DataError(f"--normals {str(normals_dir)!r} is not a folder")
+    normal_files = image_files([normals_dir])
+    cls = class_id(name)
+    new_imgs, normal_imgs, used = check_inputs(files, normal_files, shots, cfg.image_size)
+    # the fine-tune is keyed by the normals' content and the settings that shape it
+    key = hashlib.sha256("".join(_digest(p) for p in used).encode() + cls.encode() + kind.encode()
+                         + cfg.hash([k for k in FINETUNE_KEYS if k not in ("data_root", "classes", "dataset", "shots")]
+                                    ).encode()).hexdigest()[:12]
+    cfg = dataclasses.replace(cfg, shots=len(used), classes=[cls], data_root=str(normals_dir.resolve()))
+    run_dir = Path(cfg.out_dir) / cfg.profile / "own" / f"fit-{key}"
+    det = OwnDetector(cfg, method, cls, kind, normal_imgs, run_dir, progress)
+    cal = calibrate(det, normal_imgs, views, cfg.seed, progress)
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp-{key}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        rows = []
+        for p, img in tqdm(list(zip(files, new_imgs)), desc=f"score ({method})", disable=not progress):
+            s, m = det.score(img)
+            size = Image.open(p).size
+            grey = _map_png(m, cal["threshold"], size)
+            grey.save(tmp / f"{p.stem}_map.png")
+            _overlay(p, grey).save(tmp / f"{p.stem}_overlay.png")
+            rows.append({"file": str(p), "score": s, "threshold": cal["threshold"],
+                         "decision": "anomalous" if s > cal["threshold"] else "normal", "method": method,
+                         "map": f"{p.stem}_map.png", "overlay": f"{p.stem}_overlay.png"})
+        df = pd.DataFrame(rows)
+        df.to_csv(tmp / "results.csv", index=False)
+        (tmp / "results.json").write_text(json.dumps({
+            "name": name, "class_id": cls, "kind": kind, "method": method, "normals": [str(p) for p in used],
+            "prompts": prompt_set(cls, cfg.prompt_design) if method == "anomalysd" else None,
+            "calibration": cal, "images": rows, "fit": str(run_dir) if method == "anomalysd" else None,
+            "config": cfg.to_dict()}, indent=2, default=str))
+        if method == "anomalysd":
+            import yaml
+
+            (tmp / "prompts.yaml").write_text(yaml.safe_dump(
+                {"class": cls, "name": name, "kind": kind, "prompts": prompt_set(cls, cfg.prompt_design)},
+                sort_keys=False))
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(tmp.iterdir()):
+            f.replace(out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return df
