@@ -232,7 +232,8 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
     st["score"] = st.get("score", 0.0) + prior.get("score_seconds", 0.0)
     if prior.get("finetune_seconds"):
         st["finetune"] = st.get("finetune", 0.0) + prior["finetune_seconds"]
-    secs = {"anomalysd": _anomalysd_seconds(fitted, items, n_fresh - n_reused)}
+    # automatic lambda scores at other lambdas than the fixed row: its own entry in the timing table
+    secs = {"anomalysd-auto" if cfg.auto_strength else "anomalysd": _anomalysd_seconds(fitted, items, n_fresh - n_reused)}
     for name in list(baselines) + list(time_only if baselines else ()):
         if f"{name}_per_image_s" in st:
             secs["proto-knn" if name == "protoknn" else name] = st[f"{name}_per_image_s"]
