@@ -235,10 +235,15 @@ def auto_lambda_curves(sel: pd.DataFrame, sweep: pd.DataFrame, profile: str = "m
         ax.set_xlabel("λ")
         ax.set_xticks(sorted(sel["lambda"].unique()))
     axes[0, 0].set_ylabel("AUROC (%)")
-    axes[0, -1].legend(fontsize=7, loc="lower right")
+    handles, labels = {}, {}
+    for ax in axes[0]:  # one legend for the figure, with every line some panel has
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="lower center", ncol=len(handles),
+               frameon=False)
     fig.suptitle(f"automatic λ ({profile}): the rule's criterion on synthetic defects of the shots, "
                  "and the test set it never sees (arrows: each seed's choice)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -262,7 +267,8 @@ def degradation_curves(df: pd.DataFrame, metric: str = "i_auroc", profile: str =
     g.set_titles("{col_name}")
     g.set(xticks=sorted(d["severity"].unique()))
     g.set_axis_labels("severity (0 = clean)", f"{METRIC_LABELS.get(metric, metric)} (%)")
+    sns.move_legend(g, "lower center", bbox_to_anchor=(0.5, 0.0), ncol=len(order), title=None, frameon=False)
     g.figure.suptitle(f"{METRIC_LABELS.get(metric, metric)} under perturbed test images ({profile}; "
                       "the shots stay clean)", fontsize=10)
-    g.figure.tight_layout()
+    g.figure.tight_layout(rect=(0, 0.05, 1, 1))
     return g.figure
