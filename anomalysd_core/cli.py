@@ -218,7 +218,7 @@ def main(argv=None):
         "score", help="score your own images: against a folder of normal photos (--normals, --name), "
                       "or against a class of the data set (--class)",
         description="With --normals GOOD_DIR --name NAME: fit the detector of --method on the normal "
-                    "photos, calibrate a threshold from them alone (leave-one-out views, see "
+                    "photos, calibrate a threshold from them alone (leave-one-out, re-lit; see "
                     "anomalysd_core/own.py) and write, per image, the score, the decision, the anomaly map "
                     "at the input's resolution and an overlay, and results.csv / results.json for all. "
                     "With --class: AnomalySD's score and overlay against a class of --data-root.")
