@@ -129,21 +129,12 @@ def cmd_score_class(args):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from .data import DataError, IMAGE_EXTENSIONS, load_image
+    from .data import DataError, load_image
     from .evaluate import fit, open_data
+    from .own import image_files
     from .utils import atomic_path, write_csv_atomic
 
-    files = []
-    for p in map(Path, args.paths):
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise DataError(f"folder {str(p)!r} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"no such file or folder: {str(p)!r}")
+    files = image_files(args.paths)
     cfg = _cfg(args)
     _, classes = open_data(cfg)
     if args.cls not in classes:  # fail before the (expensive) fit
