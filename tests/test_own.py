@@ -52,7 +52,7 @@ def test_score_own_writes_maps_and_a_calibrated_decision(folders, smoke_base, tm
         assert Image.open(out / f"{stem}_overlay.png").size == size
     if method == "anomalysd":
         prompts = (out / "prompts.yaml").read_text()
-        assert "A perfect clay brick." in prompts and "clay brick in perfect condition" in prompts
+        assert "A perfect clay brick." in prompts and "The clay brick is in perfect condition" in prompts
         assert (tmp_path / "runs" / "smoke" / "own").is_dir()  # the fine-tune is cached there
     assert not list(tmp_path.glob(".out.tmp-*"))
 
