@@ -69,10 +69,20 @@ def _print_table(df):
         print(df[cols].to_string(index=False))
 
 
-def cmd_fit(args):
-    from .evaluate import fit
+def _data_cfg(args):
+    """The config, with its data root checked (and the mini benchmark built at its default
+    location) before torch and the models are imported: a typo fails at once."""
+    from .mini import ensure_mini
 
     cfg = _cfg(args)
+    ensure_mini(cfg)
+    return cfg
+
+
+def cmd_fit(args):
+    cfg = _data_cfg(args)
+    from .evaluate import fit
+
     f = fit(cfg)
     print(f"fitted {cfg.shots}-shot model for {len(f.classes)} classes (seed {cfg.seed}); "
           f"run folder {f.run_dir}; stages " + ", ".join(f"{k} {v:.1f}s" for k, v in f.timer.stages.items()))
@@ -80,9 +90,9 @@ def cmd_fit(args):
 
 
 def cmd_evaluate(args):
+    cfg = _data_cfg(args)
     from .evaluate import evaluate, fit
 
-    cfg = _cfg(args)
     f = fit(cfg)
     out = Path(args.results) if args.results else Path(cfg.out_dir) / cfg.profile / f"eval-{f.fit_hash}"
     variants = tuple(args.variants.split(","))
@@ -135,7 +145,7 @@ def cmd_score_class(args):
     from .utils import atomic_path, write_csv_atomic
 
     files = image_files(args.paths)
-    cfg = _cfg(args)
+    cfg = _data_cfg(args)
     _, classes = open_data(cfg)
     if args.cls not in classes:  # fail before the (expensive) fit
         raise DataError(f"unknown class {args.cls!r}; the model knows: {', '.join(classes)}")
@@ -240,11 +250,14 @@ def main(argv=None):
     if getattr(args, "classes", None):
         args.classes = [c for c in args.classes.split(",") if c]
     from .data import DataError
-    from .models import ModelError
 
     try:
         rc = args.fn(args)
-    except (DataError, ModelError, FileNotFoundError, KeyError, ValueError) as e:
+    except Exception as e:
+        known = (DataError, FileNotFoundError, KeyError, ValueError)
+        models = sys.modules.get(f"{__package__}.models")  # imported by then if a model was loaded
+        if not isinstance(e, known + ((models.ModelError,) if models else ())):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     return rc if isinstance(rc, int) else 0

@@ -106,3 +106,19 @@ def test_score_unknown_class_and_a_real_score(smoke_base, smoke_data, tmp_path, 
     assert len(df) == 2 and df["score"].notna().all() and set(df["class"]) == {"brick"}
     for p in folder.iterdir():
         assert (out / f"{p.stem}_map.png").is_file()
+
+
+def test_typo_and_bad_value_fail_before_any_model_is_loaded(tmp_path):
+    """A mistyped --data-root and an out-of-range --set fail at the front door: exit status 2, a
+    message naming them, no folder made, and torch never imported (so it takes a fraction of a
+    second, not minutes of fine-tuning)."""
+    typo = tmp_path / "dat" / "mini"
+    code = ("import sys; from anomalysd_core.cli import main; "
+            f"rc = main(['evaluate', '--profile', 'mini', '--data-root', {str(typo)!r}]); "
+            "rc2 = main(['evaluate', '--profile', 'mini', '--set', 'noise_strength=1.5']); "
+            "print(rc, rc2, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["2", "2", "False"], r.stderr
+    assert f"data_root '{typo}' does not exist" in r.stderr and "data build-mini" in r.stderr
+    assert "noise_strength must be in (0, 1], got 1.5" in r.stderr
+    assert not typo.parent.exists()
