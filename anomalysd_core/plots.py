@@ -235,7 +235,7 @@ def auto_lambda_curves(sel: pd.DataFrame, sweep: pd.DataFrame, profile: str = "m
         ax.set_xlabel("λ")
         ax.set_xticks(sorted(sel["lambda"].unique()))
     axes[0, 0].set_ylabel("AUROC (%)")
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes[0]:  # one legend for the figure, with every line some panel has
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)

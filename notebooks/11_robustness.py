@@ -57,7 +57,6 @@ baselines = ""        # empty: the profile's Table 1 baselines
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 

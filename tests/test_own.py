@@ -3,7 +3,6 @@ alone, the outputs, and every bad input named before any work."""
 import json
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
