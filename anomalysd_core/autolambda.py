@@ -133,14 +133,18 @@ def make_views(shots: list, kind: str, n_views: int, seed: int, cls: str = ""):
     return clean, images, masks
 
 
-def view(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A lossless variant of a normal image: a flip, a quarter turn, and the fine-tune's brightness
-    and contrast jitter (``finetune.augment`` without its free rotation, whose filled corners
-    would be repainted as anomalies)."""
-    x = np.rot90(img[:, ::-1] if rng.random() < 0.5 else img, int(rng.integers(4)))
+def relit(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``img`` (H, W, 3) under other lighting: the brightness and contrast jitter of
+    ``finetune.augment``, on a numpy image."""
     gain, bias = rng.uniform(0.85, 1.15), rng.uniform(-0.06, 0.06)
-    mean = x.mean(axis=(0, 1), keepdims=True)
-    return np.clip((x - mean) * gain + mean + bias, 0, 1).astype(np.float32)
+    mean = img.mean(axis=(0, 1), keepdims=True)
+    return np.clip((img - mean) * gain + mean + bias, 0, 1).astype(np.float32)
+
+
+def view(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A lossless variant of a normal image: a flip, a quarter turn, and ``relit`` (``finetune.augment``
+    without its free rotation, whose filled corners would be repainted as anomalies)."""
+    return relit(np.rot90(img[:, ::-1] if rng.random() < 0.5 else img, int(rng.integers(4))), rng)
 
 
 def choose(curve: dict, default: float, tol: float = 0.005) -> float:

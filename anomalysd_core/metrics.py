@@ -150,9 +150,10 @@ def _check_shapes(masks, maps):
 # exact pixel metrics
 # --------------------------------------------------------------------------------------------
 def _valid(valid, masks):
-    """The pixels that count, (N, H, W) bool (all when ``valid`` is None)."""
+    """The pixels that count, (N, H, W) bool; None (every pixel) stays None, so that the common
+    case copies nothing."""
     if valid is None:
-        return np.ones(masks.shape, bool)
+        return None
     v = np.asarray(valid).astype(bool)
     v = v[None] if v.ndim == 2 else v
     if v.shape != masks.shape:
@@ -166,19 +167,21 @@ def pixel_metrics_exact(masks, maps, fpr_limit: float = 0.3, valid=None) -> dict
     anomalous, and a region's PRO overlap is measured on its valid pixels."""
     masks, maps = _check_shapes(masks, maps)
     valid = _valid(valid, masks)
-    masks = masks & valid
+    if valid is not None:
+        masks = masks & valid
     weights = np.empty(masks.shape, dtype=np.float64)
     n_regions = 0
     for i, m in enumerate(masks):
         weights[i], n = _regions(m)
         n_regions += n
-    s = maps[valid]
+    pick = (lambda a: a.ravel()) if valid is None else (lambda a: a[valid])
+    s = pick(maps)
     order = np.argsort(s, kind="stable")[::-1]
     s_sorted = s[order]
-    pos = masks[valid][order]
+    pos = pick(masks)[order]
     tp = np.cumsum(pos, dtype=np.int64)
     fp = np.cumsum(~pos, dtype=np.int64)
-    pro = np.cumsum(weights[valid][order])
+    pro = np.cumsum(pick(weights)[order])
     last = np.append(s_sorted[1:] != s_sorted[:-1], True)  # end of each group of tied scores
     n_pos = int(tp[-1])
     return _curves_from_counts(tp[last], fp[last], pro[last], n_pos, s.size - n_pos, n_regions,
@@ -216,7 +219,8 @@ class BinnedPixelMetrics:
     def update(self, masks, maps, valid=None) -> "BinnedPixelMetrics":
         masks, maps = _check_shapes(masks, maps)
         valid = _valid(valid, masks)
-        for m, s, v in zip(masks, maps, valid):
+        for i, (m, s) in enumerate(zip(masks, maps)):
+            v = np.ones(m.shape, bool) if valid is None else valid[i]  # one image at a time
             m = m & v
             b = self._bin(s[v])
             mf = m[v]
@@ -257,10 +261,11 @@ def pixel_metrics(masks, maps, fpr_limit: float = 0.3, bins: int | None = None,
         return pixel_metrics_exact(masks, maps, fpr_limit, valid)
     masks, maps = _check_shapes(masks, maps)
     valid = _valid(valid, masks)
-    lo, hi = (float(np.min(maps[valid])), float(np.max(maps[valid]))) if score_range is None else score_range
+    counted = maps if valid is None else maps[valid]
+    lo, hi = (float(np.min(counted)), float(np.max(counted))) if score_range is None else score_range
     acc = BinnedPixelMetrics(lo, hi, bins=bins, fpr_limit=fpr_limit)
-    for m, s, v in zip(masks, maps, valid):
-        acc.update(m, s, v)
+    for i, (m, s) in enumerate(zip(masks, maps)):
+        acc.update(m, s, None if valid is None else valid[i])
     return acc.compute()
 
 

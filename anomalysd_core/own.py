@@ -14,14 +14,14 @@
 4. **Threshold from the normals alone.** Each normal is left out in turn: the detector's bank is
    rebuilt from the other normals (AnomalySD: its prototype bank; the diffusion model stays the
    one fine-tuned on all of them), and the left-out normal is scored in ``views`` variants of
-   its lighting (``relit``: the fine-tune's brightness and contrast jitter). The threshold is the
+   its lighting (``autolambda.relit``: the fine-tune's brightness and contrast jitter). The threshold is the
    highest of these calibration scores: an image scores above every relit normal seen from the
    others, so "anomalous" means "less normal than any normal looked". The rule is conservative:
    a bank of K - 1 normals makes a normal look less normal than a bank of K does at test time.
-   On the mini validation build (4 normals per class, 6 classes) it flagged 2-4 % of the normal
-   test images and 23-50 % of the anomalous ones (PatchCore 23 %, PaDiM 40 %, prototype kNN
-   50 %); relighting alone beat adding flips and quarter turns (which raised the threshold: 0-2 %
-   and 8-42 %). With one normal there is no other to build a bank from, and its views are scored
+   On the mini validation build (4 normals per class, 6 classes;
+   ``benchmarks/own_threshold_validation.py``) it flagged 4-8 % of the normal test images and
+   23-48 % of the anomalous ones (PatchCore 23 %, PaDiM 44 %, prototype kNN 48 %); adding flips and
+   quarter turns raised the threshold (0-2 % and 15-46 %). With one normal there is no other to build a bank from, and its views are scored
    against its own bank, which gives a lower, optimistic threshold (said in ``results.json``).
 5. **Outputs.** Per image: the score, the threshold, the decision; ``<stem>_map.png`` (the anomaly
    map at the input's resolution, 8-bit, the threshold at grey level 128) and
@@ -85,7 +85,8 @@ def _digest(path: Path) -> str:
 
 
 def check_inputs(files: list[Path], normals: list[Path], shots: int | None, size: int):
-    """Load and check everything before any work: (new images, normal images, normal files used).
+    """Load and check everything before any work: (new images, normal images, normal files used,
+    their content digests).
 
     Raises :class:`DataError` naming the file or value: an unreadable image, fewer normals than
     ``shots``, a new image that is byte-identical (or pixel-identical after resizing) to a normal.
@@ -103,7 +104,7 @@ def check_inputs(files: list[Path], normals: list[Path], shots: int | None, size
         if same is not None:
             raise DataError(f"new image {str(p)!r} is the same image as the normal {str(same)!r}: "
                             "a normal cannot be scored against itself")
-    return new_imgs, normal_imgs, used
+    return new_imgs, normal_imgs, used, list(digests)
 
 
 def _to_tensor(imgs) -> torch.Tensor:
@@ -159,15 +160,10 @@ class OwnDetector:
         return float(s[0]), m[0].cpu().numpy().astype(np.float32)
 
 
-def relit(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``img`` under other lighting: the fine-tune's brightness and contrast jitter."""
-    gain, bias = rng.uniform(0.85, 1.15), rng.uniform(-0.06, 0.06)
-    mean = img.mean(axis=(0, 1), keepdims=True)
-    return np.clip((img - mean) * gain + mean + bias, 0, 1).astype(np.float32)
-
-
 def calibrate(detector: OwnDetector, normals: list, views: int = 4, seed: int = 0, progress=True) -> dict:
     """The threshold of the module docstring (step 4): {"threshold", "scores", "rule"}."""
+    from .autolambda import relit
+
     rng = np.random.default_rng(seed)
     scores = []
     loo = len(normals) > 1
@@ -218,9 +214,9 @@ def score_own(cfg, files, normals_dir, name: str, out, method: str = "anomalysd"
         raise DataError(f"--normals {str(normals_dir)!r} is not a folder")
     normal_files = image_files([normals_dir])
     cls = class_id(name)
-    new_imgs, normal_imgs, used = check_inputs(files, normal_files, shots, cfg.image_size)
+    new_imgs, normal_imgs, used, digests = check_inputs(files, normal_files, shots, cfg.image_size)
     # the fine-tune is keyed by the normals' content and the settings that shape it
-    key = hashlib.sha256("".join(_digest(p) for p in used).encode() + cls.encode() + kind.encode()
+    key = hashlib.sha256("".join(digests).encode() + cls.encode() + kind.encode()
                          + cfg.hash([k for k in FINETUNE_KEYS if k not in ("data_root", "classes", "dataset", "shots")]
                                     ).encode()).hexdigest()[:12]
     cfg = dataclasses.replace(cfg, shots=len(used), classes=[cls], data_root=str(normals_dir.resolve()))
