@@ -100,10 +100,14 @@ def concat_layers(feats: Sequence[torch.Tensor]) -> torch.Tensor:
                       for f in feats], dim=1)
 
 
+#: the baselines' map blur: sigma 4 at 512 px, scaled with the image (the paper's and anomalib's)
+BLUR_SIGMA_512 = 4.0
+
+
 class _Baseline:
     """Shared plumbing: feature device, map post-processing (upsample + blur)."""
 
-    def __init__(self, extractor, blur_sigma_512: float = 4.0):
+    def __init__(self, extractor, blur_sigma_512: float = BLUR_SIGMA_512):
         self.extractor = extractor
         self.blur_sigma_512 = blur_sigma_512
         self.fitted = False
@@ -197,7 +201,7 @@ class PatchCore(_Baseline):
 
     def __init__(self, extractor, coreset_ratio: float | None = None, k_reweight: int = 3,
                  augment: str | None = None, proj_dim: int | None = 128,
-                 full_bank_max: int = 16384, seed: int = 0, blur_sigma_512: float = 4.0):
+                 full_bank_max: int = 16384, seed: int = 0, blur_sigma_512: float = BLUR_SIGMA_512):
         super().__init__(extractor, blur_sigma_512)
         self.coreset_ratio = coreset_ratio
         self.k_reweight = k_reweight
@@ -252,7 +256,7 @@ class SPADE(_Baseline):
     """
 
     def __init__(self, extractor, k_image: int = 50, top_k: int = 5, k_pixel: int = 1,
-                 augment: str | None = None, blur_sigma_512: float = 4.0):
+                 augment: str | None = None, blur_sigma_512: float = BLUR_SIGMA_512):
         super().__init__(extractor, blur_sigma_512)
         self.k_image = k_image
         self.top_k = top_k
@@ -351,7 +355,7 @@ class PaDiM(_Baseline):
 
     def __init__(self, extractor, d: int = 100, augment: str | None = "dihedral",
                  shrinkage: str | float = "ledoit_wolf", eps: float = 0.01, seed: int = 0,
-                 blur_sigma_512: float = 4.0):
+                 blur_sigma_512: float = BLUR_SIGMA_512):
         super().__init__(extractor, blur_sigma_512)
         self.d = d
         self.augment = augment
@@ -422,7 +426,7 @@ class ProtoKNN(_Baseline):
     """
 
     def __init__(self, extractor, augment: str | None = "rot", smooth: bool | None = None,
-                 blur_sigma_512: float = 4.0):
+                 blur_sigma_512: float = BLUR_SIGMA_512):
         super().__init__(extractor, blur_sigma_512)
         self.augment = augment
         self.smooth = smooth
@@ -548,6 +552,6 @@ def build_baseline(name: str, extractor, **kwargs) -> _Baseline:
 
 
 __all__ = ["PatchCore", "SPADE", "PaDiM", "ProtoKNN", "WinCLIP", "BaselineUnavailable", "build_baseline",
-           "BASELINES", "ZERO_SHOT_BASELINES", "knn", "greedy_coreset", "patchcore_reweight",
+           "BASELINES", "BLUR_SIGMA_512", "ZERO_SHOT_BASELINES", "knn", "greedy_coreset", "patchcore_reweight",
            "ledoit_wolf_batched", "gaussian_blur", "dihedral", "augment_normals", "concat_layers",
            "pairwise_sqdist"]

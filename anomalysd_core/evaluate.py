@@ -23,6 +23,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from . import data as data_mod
+from .baselines import BLUR_SIGMA_512
 from .finetune import FINETUNE_KEYS, finetune
 from .metrics import image_metrics, pixel_metrics
 from .scoring import AnomalySD, Intermediates, blur
@@ -165,10 +166,12 @@ def choose_strength(cfg, det: AnomalySD, cls: str, shots: list, kind: str, timer
     return float(rec["lambda"])
 
 
-def proto_map(E: np.ndarray, size: int, sigma: float) -> np.ndarray:
-    """Prototype map alone (kNN baseline): eq 14's error map, bilinearly upsampled and blurred."""
+def proto_map(E: np.ndarray, size: int) -> np.ndarray:
+    """Prototype map alone (kNN baseline): eq 14's error map, bilinearly upsampled and blurred with
+    the baselines' sigma (``baselines.BLUR_SIGMA_512``), not AnomalySD's ``Config.blur_sigma_512``."""
     t = torch.from_numpy(np.asarray(E, np.float32))[None, None]
-    return blur(F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy(), sigma)
+    up = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return blur(up, BLUR_SIGMA_512 * size / 512.0)
 
 
 def _hash_but_lambda(cfg, keys: list) -> str:
@@ -334,7 +337,7 @@ def score_item(fitted: Fitted, sample, combos_, with_baseline: bool = True) -> d
         sm = det.fuse(inter, variant=v, alpha=a)
         fused[(v, a)] = (sm.score, sm.S_map)
     if with_baseline and inter.error_map is not None:
-        m = proto_map(inter.error_map, cfg.image_size, cfg.blur_sigma)
+        m = proto_map(inter.error_map, cfg.image_size)
         fused[("knn", None)] = (float(m.max()), m)
     return {"cls": sample.cls, "sample": sample, "label": sample.label, "gt": mask, "fused": fused}
 

@@ -211,7 +211,7 @@ def score_condition(fitted, cls: str, name: str, severity: int) -> int:
         sm = det.fuse(inter)
         arrays = {"S": sm.S_map.astype(np.float16), "score": np.float32(sm.score)}
         if inter.error_map is not None:
-            arrays["knn"] = proto_map(inter.error_map, cfg.image_size, cfg.blur_sigma).astype(np.float16)
+            arrays["knn"] = proto_map(inter.error_map, cfg.image_size).astype(np.float16)
         _save_npz(p, **arrays)
         n += 1
     return n

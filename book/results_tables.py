@@ -247,6 +247,19 @@ else:
     glue("auto_validation", html_table(pd.DataFrame({"note": [
         f"results/{profile}/auto_lambda_validation.csv is made by benchmarks/auto_lambda_validation.py"]})),
         display=False)
+# how mini's map blur was chosen: benchmarks/map_blur_validation.py on data/mini-val
+blur_csv = rdir / "map_blur_validation.csv"
+if blur_csv.is_file():
+    b = pd.read_csv(blur_csv)
+    b = b.groupby(["method", "blur_sigma_512", "seed"])[["i_auroc", "p_auroc"]].mean().groupby(
+        ["method", "blur_sigma_512"]).mean() * 100
+    b = (b["i_auroc"].map("{:.1f}".format) + " / " + b["p_auroc"].map("{:.1f}".format)).unstack()
+    b.columns = [f"σ₅₁₂ = {c:g}" for c in b.columns]
+    glue("blur_validation", html_table(b.reset_index()), display=False)
+else:
+    glue("blur_validation", html_table(pd.DataFrame({"note": [
+        f"results/{profile}/map_blur_validation.csv is made by benchmarks/map_blur_validation.py"]})),
+        display=False)
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)

@@ -188,3 +188,21 @@ def test_latents_of_another_grid_are_refused(first, smoke_cfg, tmp_path):
     with pytest.raises(ValueError, match=r"latents of 3 masks, the grid has 5"):
         ev.intermediates_cached(fitted, sample, img)
     assert not ev.cache_file(cfg, sample).exists()
+
+
+def test_knn_map_keeps_the_baselines_blur_whatever_anomalysd_uses():
+    """The prototype kNN map is a baseline: its blur is PatchCore's (sigma 4 at 512 px), not
+    AnomalySD's ``blur_sigma_512`` (8 on mini), so changing AnomalySD's blur never moves it."""
+    import torch
+    import torch.nn.functional as F
+
+    from anomalysd_core.baselines import BLUR_SIGMA_512
+    from anomalysd_core.scoring import blur
+
+    assert get_config("mini").blur_sigma_512 != BLUR_SIGMA_512
+    E = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    up = F.interpolate(torch.from_numpy(E)[None, None], size=(64, 64), mode="bilinear",
+                       align_corners=False)[0, 0].numpy()
+    got = ev.proto_map(E, 64)
+    np.testing.assert_allclose(got, blur(up, BLUR_SIGMA_512 * 64 / 512), rtol=1e-6)
+    assert not np.allclose(got, blur(up, get_config("mini").blur_sigma), rtol=1e-4)

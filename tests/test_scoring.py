@@ -99,7 +99,9 @@ def test_blur_sigma_scales_with_image_size(grid):
     assert get_config("paper").blur_sigma == pytest.approx(4.0)  # the paper: sigma 4 at 512 px
     cfg = get_config("smoke", image_size=SIZE, grid_scales=SCALES)
     assert cfg.blur_sigma == pytest.approx(4.0 * SIZE / 512)
-    assert get_config("mini", image_size=128).blur_sigma == pytest.approx(1.0)
+    # mini: sigma 1 px at its 64 px (blur_sigma_512 = 8, chosen on the validation build)
+    assert get_config("mini").blur_sigma == pytest.approx(1.0)
+    assert get_config("mini", image_size=128).blur_sigma == pytest.approx(2.0)
     det = sc.AnomalySD(cfg, comp=None, backbone=None, distance=None)  # fusion needs no models
     inter = _inter(grid[1])
     got = det.fuse(inter, variant="ms+proto", alpha=0.2)
