@@ -57,6 +57,8 @@ class Config:
     grid_scales: tuple[int, ...] = (1, 2, 4)   # paper: (1, 2, 4, 8), 85 masks
     mask_variant: str = "ms+proto"    # "full", "ms" or "ms+proto" (Table 5)
     alpha: float = 0.1                # eq 21
+    proto_floor: str = "none"         # eq 15's threshold as is ("none"), or no lower than the shots'
+                                      # own errors ("shots", mini: prototypes.shot_floor)
     blur_sigma_512: float = 4.0       # S_map's Gaussian blur sigma at 512 px, scaled with image size (mini: 8)
     infer_batch: int = 0              # masks per UNet batch; 0 = adapt to memory
     # --- runtime ---
@@ -144,6 +146,7 @@ CHOICES: dict[str, tuple] = {
     "prompt_design": ("hierarchical", "simple", "none"),
     "lr_schedule": ("constant", "cosine"),
     "mask_variant": ("full", "ms", "ms+proto"),
+    "proto_floor": ("none", "shots"),                                         # prototypes.shot_floor
     "dtype": ("float32", "float16", "bfloat16"),
 }
 #: (field, lower bound, upper bound or None, lower bound excluded)
@@ -166,8 +169,10 @@ PROFILES: dict[str, dict] = {
     # (benchmarks/finetune_schedule.py, notebook 10) within the CPU budget of the book: 500/100 steps
     # at a higher, decaying lr; colour after a 1-px blur instead of deep features for D (eq 16-17);
     # S_map blurred with sigma 1 px at 64 px, twice the paper's relative sigma, because the colour
-    # distance is a per-pixel map (benchmarks/map_blur_validation.py; the baselines keep theirs)
-    "mini": dict(profile="mini", lr=5e-4, lr_schedule="cosine", distance="pixel", blur_sigma_512=8.0),
+    # distance is a per-pixel map (benchmarks/map_blur_validation.py; the baselines keep theirs);
+    # M^(p)'s threshold no lower than the shots' own errors (benchmarks/proto_floor_validation.py)
+    "mini": dict(profile="mini", lr=5e-4, lr_schedule="cosine", distance="pixel", blur_sigma_512=8.0,
+                 proto_floor="shots"),
     "smoke": dict(
         profile="smoke", data_root="data/smoke", image_size=32, unet_steps=4, decoder_steps=2,
         lr=5e-4, lr_schedule="cosine", distance="pixel",

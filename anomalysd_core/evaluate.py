@@ -30,15 +30,15 @@ from .scoring import AnomalySD, Intermediates, blur
 from .utils import Timer, provenance, resolve_device, seed_everything, write_csv_atomic, write_json_atomic
 
 INFER_KEYS = ["num_inference_steps", "noise_strength", "noise_strength_per_class", "grid_scales",
-              "prompt_design", "distance", "backbone", "image_size", "dtype"]
+              "prompt_design", "distance", "backbone", "image_size", "dtype", "proto_floor"]
 # lambda is a per-class folder level of the caches (``lambda-<value>``), not part of their hash:
 # a class scored at lambda 0.4 is the same work whether 0.4 was set, set for that class or chosen
 # by noise_strength="auto"
 _LAMBDA_KEYS = ("noise_strength", "noise_strength_per_class")
-# the grid latents (eq 11 before the decoder): the inference settings but the distance and the
-# backbone (they only read the decoded images), and what the base model's U-Net sees (the U-Net
-# itself is keyed by ``unet_id``)
-LATENT_KEYS = [k for k in INFER_KEYS if k not in ("distance", "backbone")] + [
+# the grid latents (eq 11 before the decoder): the inference settings but the distance, the
+# backbone and M^(p)'s floor (they only read the decoded images or choose the extra mask), and
+# what the base model's U-Net sees (the U-Net itself is keyed by ``unet_id``)
+LATENT_KEYS = [k for k in INFER_KEYS if k not in ("distance", "backbone", "proto_floor")] + [
     "dataset", "data_root", "base_model", "text_encoder", "seed"]
 # what the choice of noise_strength="auto" depends on besides the model (autolambda.py)
 AUTO_KEYS = [k for k in INFER_KEYS if k not in _LAMBDA_KEYS] + [

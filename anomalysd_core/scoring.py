@@ -126,6 +126,7 @@ class AnomalySD:
     def __init__(self, cfg, comp, backbone, distance):
         self.cfg, self.comp, self.backbone, self.distance = cfg, comp, backbone, distance
         self.banks: dict[str, torch.Tensor] = {}
+        self.floors: dict[str, float] = {}  # class -> lowest threshold of eq 15 (proto_floor="shots")
         self._ctx: dict[str, torch.Tensor] = {}
         self.strengths: dict[str, float] = {}  # lambda per class, once known
         self.chooser = None  # cls -> lambda, for noise_strength="auto" (set by evaluate.fit)
@@ -136,14 +137,23 @@ class AnomalySD:
     # --- eq 12-13: prototype banks of the few-shot normals --------------------------------
     @torch.no_grad()
     def set_shots(self, shots: dict) -> None:
-        """shots: class -> list of HxWx3 images (the K normals). Builds P_c with rotations."""
-        self.banks = {}
+        """shots: class -> list of HxWx3 images (the K normals). Builds P_c with rotations (and,
+        with ``proto_floor="shots"``, the floor of eq 15's threshold: ``prototypes.shot_floor``)."""
+        self.banks, self.floors = {}, {}
         for cls, imgs in shots.items():
             if len(imgs) == 0:
                 continue
             x = torch.cat([to_tensor(i) for i in imgs])
-            feats = self.backbone.psi(prototypes.rotations(x).to(self.comp.device))
-            self.banks[cls] = prototypes.build_bank(feats.float().cpu())
+            feats = self.backbone.psi(prototypes.rotations(x).to(self.comp.device)).float().cpu()
+            self.banks[cls] = prototypes.build_bank(feats)
+            if self.cfg.proto_floor == "shots":
+                self.floors[cls] = prototypes.shot_floor(feats)
+
+    def proto_threshold(self, cls: str, E) -> float:
+        """r of eq (15) for the error map ``E``: the variance split, raised to the class's floor
+        when ``proto_floor="shots"``."""
+        r = prototypes.variance_threshold(E)
+        return max(r, self.floors[cls]) if cls in self.floors else r
 
     def context(self, cls: str) -> torch.Tensor:
         """Average prompt embedding of the class (Sec. 4.3), computed once per class."""
@@ -186,7 +196,7 @@ class AnomalySD:
         if cls in self.banks:
             E = prototypes.error_map(self.backbone.psi(x.to(self.comp.device)).float().cpu(),
                                      self.banks[cls])[0]
-            pmask = prototypes.prototype_mask(E, size)
+            pmask = prototypes.prototype_mask(E, size, r=self.proto_threshold(cls, E))
             masks = torch.cat([self.grid, pmask[None, None].float()])
         todo = masks if grid_latents is None else masks[n:]
         lam = self.strength(cls) if strength is None else float(strength)

@@ -13,14 +13,13 @@ provenance beside it; ``autolambda.CRITERION`` was set from it.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import _validation  # noqa: E402  (benchmarks/_validation.py)
 
 
 def choices(rec: dict, name: str, default: float) -> float:
@@ -32,14 +31,7 @@ def choices(rec: dict, name: str, default: float) -> float:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="mini")
-    ap.add_argument("--data-root", default="data/mini-val")
-    ap.add_argument("--out-dir", default="runs/schedule", help="runs cache (shared with finetune_schedule.py)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--results-dir", default="")
-    args = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = _validation.checked(_validation.parser(__doc__.splitlines()[0]).parse_args(argv))
     import pandas as pd
 
     from anomalysd_core import experiments as ex
@@ -47,10 +39,7 @@ def main(argv=None) -> None:
     from anomalysd_core.config import get_config
     from anomalysd_core.evaluate import fit
     from anomalysd_core.features import frozen_models
-    from anomalysd_core.utils import provenance, write_csv_atomic, write_json_atomic
 
-    if not Path(args.data_root).name.endswith("-val"):
-        raise SystemExit(f"--data-root {args.data_root!r} is not a validation build (its name must end in -val)")
     t0 = time.perf_counter()
     common = dict(data_root=args.data_root, out_dir=args.out_dir)
     rows = []
@@ -73,11 +62,8 @@ def main(argv=None) -> None:
                              "i_auroc": r["i_auroc"], "p_auroc": r["p_auroc"],
                              "selection_s": recs[c]["seconds"]})
     df = pd.DataFrame(rows)
-    rdir = Path(args.results_dir) if args.results_dir else REPO / "results" / args.profile
-    write_csv_atomic(rdir / "auto_lambda_validation.csv", df)
-    write_json_atomic(rdir / "auto_lambda_validation.provenance.json", provenance(
-        get_config(args.profile, **common), name="auto_lambda_validation", seeds=args.seeds,
-        wall_seconds=time.perf_counter() - t0, data_root=args.data_root))
+    _validation.write(args, "auto_lambda_validation", df, get_config(args.profile, **common),
+                      seeds=args.seeds, wall_seconds=time.perf_counter() - t0)
     mean = df.groupby(["rule", "seed"])[["i_auroc", "p_auroc"]].mean().groupby("rule").mean() * 100
     print(mean.round(1).to_string())
 

@@ -13,29 +13,22 @@ provenance; mini's ``blur_sigma_512`` in ``config.PROFILES`` was set from it.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import _validation  # noqa: E402  (benchmarks/_validation.py)
 
 BASELINE_NAMES = ("patchcore", "spade", "padim", "protoknn")
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="mini")
-    ap.add_argument("--data-root", default="data/mini-val")
-    ap.add_argument("--out-dir", default="runs/schedule", help="runs cache (shared with finetune_schedule.py)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap = _validation.parser(__doc__.splitlines()[0])
     ap.add_argument("--sigmas", type=float, nargs="+", default=[4.0, 6.0, 8.0, 12.0, 16.0],
                     help="blur sigma at 512 px (the paper: 4)")
-    ap.add_argument("--results-dir", default="")
-    args = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = _validation.checked(ap.parse_args(argv))
     import pandas as pd
     import torch
 
@@ -45,10 +38,7 @@ def main(argv=None) -> None:
     from anomalysd_core.evaluate import class_metrics, fit, intermediates_cached, test_items
     from anomalysd_core.features import frozen_models
     from anomalysd_core.scoring import fuse
-    from anomalysd_core.utils import provenance, write_csv_atomic, write_json_atomic
 
-    if not Path(args.data_root).name.endswith("-val"):
-        raise SystemExit(f"--data-root {args.data_root!r} is not a validation build (its name must end in -val)")
     t0 = time.perf_counter()
     common = dict(data_root=args.data_root, out_dir=args.out_dir)
     rows = []
@@ -90,11 +80,8 @@ def main(argv=None) -> None:
                         rec["g"].append(gt), rec["m"].append(mp[0].cpu().numpy())
                 add(seed, name, s512, per_class)
     df = pd.DataFrame(rows)
-    rdir = Path(args.results_dir) if args.results_dir else REPO / "results" / args.profile
-    write_csv_atomic(rdir / "map_blur_validation.csv", df)
-    write_json_atomic(rdir / "map_blur_validation.provenance.json", provenance(
-        get_config(args.profile, **common), name="map_blur_validation", seeds=args.seeds,
-        sigmas=args.sigmas, wall_seconds=time.perf_counter() - t0, data_root=args.data_root))
+    _validation.write(args, "map_blur_validation", df, get_config(args.profile, **common),
+                      seeds=args.seeds, sigmas=args.sigmas, wall_seconds=time.perf_counter() - t0)
     mean = df.groupby(["method", "blur_sigma_512", "seed"])[["i_auroc", "p_auroc"]].mean()
     print((mean.groupby(["method", "blur_sigma_512"]).mean() * 100).round(1).to_string())
 

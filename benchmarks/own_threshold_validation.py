@@ -12,24 +12,19 @@ test images, true-positive rate on the anomalous ones) go to
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+import _validation  # noqa: E402  (benchmarks/_validation.py)
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _validation.parser(__doc__.splitlines()[0], seeds=None, out_dir=None)
     ap.add_argument("methods", nargs="*", default=["patchcore", "padim", "protoknn"])
-    ap.add_argument("--profile", default="mini")
-    ap.add_argument("--data-root", default="data/mini-val")
-    ap.add_argument("--results-dir", default="")
-    args = ap.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = _validation.checked(ap.parse_args(argv))
     import numpy as np
     import pandas as pd
 
@@ -38,10 +33,7 @@ def main(argv=None) -> None:
     from anomalysd_core.config import get_config
     from anomalysd_core.data import load_image, open_dataset
     from anomalysd_core.mini import ensure_mini
-    from anomalysd_core.utils import provenance, write_csv_atomic, write_json_atomic
 
-    if not Path(args.data_root).name.endswith("-val"):
-        raise SystemExit(f"--data-root {args.data_root!r} is not a validation build (its name must end in -val)")
     t0 = time.perf_counter()
     cfg = get_config(args.profile, data_root=args.data_root)
     ds = open_dataset("mvtec", ensure_mini(cfg))
@@ -66,10 +58,8 @@ def main(argv=None) -> None:
                                  "fpr": float(np.mean([s > t for s, y in scored if y == 0])),
                                  "tpr": float(np.mean([s > t for s, y in scored if y == 1]))})
     df = pd.DataFrame(rows)
-    rdir = Path(args.results_dir) if args.results_dir else REPO / "results" / args.profile
-    write_csv_atomic(rdir / "own_threshold_validation.csv", df)
-    write_json_atomic(rdir / "own_threshold_validation.provenance.json", provenance(
-        cfg, name="own_threshold_validation", methods=args.methods, wall_seconds=time.perf_counter() - t0))
+    _validation.write(args, "own_threshold_validation", df, cfg, methods=args.methods,
+                      wall_seconds=time.perf_counter() - t0)
     print((df.groupby(["method", "variants", "rule"])[["fpr", "tpr"]].mean() * 100).round(0).to_string())
 
 

@@ -260,6 +260,24 @@ else:
     glue("blur_validation", html_table(pd.DataFrame({"note": [
         f"results/{profile}/map_blur_validation.csv is made by benchmarks/map_blur_validation.py"]})),
         display=False)
+# how mini's floor on eq 15's threshold was chosen: benchmarks/proto_floor_validation.py on data/mini-val
+floor_csv = rdir / "proto_floor_validation.csv"
+if floor_csv.is_file():
+    fl = pd.read_csv(floor_csv)
+    cols = ["i_auroc", "p_auroc", "proto_cover_normal", "proto_cover_anomal", "proto_hit"]
+    fl = (fl.groupby(["variant", "proto_floor", "seed"])[cols].mean().groupby(["variant", "proto_floor"]).mean()
+          * 100).round(1).rename(columns={
+              "i_auroc": "i-AUROC", "p_auroc": "p-AUROC", "proto_cover_normal": "M^(p) cover, normal (%)",
+              "proto_cover_anomal": "M^(p) cover, anomalous (%)", "proto_hit": "defect inside M^(p) (%)"})
+    fl = fl.drop(index=("ms", "shots"), errors="ignore").rename(index={"none": "eq 15 as in the paper",
+                                                                      "shots": "floor from the shots"})
+    fl = fl.reset_index()
+    fl.loc[fl["variant"] == "ms", ["proto_floor"] + list(fl.columns[4:])] = ["(no M^(p))"] + [float("nan")] * 3
+    glue("floor_validation", html_table(fl), display=False)
+else:
+    glue("floor_validation", html_table(pd.DataFrame({"note": [
+        f"results/{profile}/proto_floor_validation.csv is made by benchmarks/proto_floor_validation.py"]})),
+        display=False)
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)

@@ -206,3 +206,36 @@ def test_knn_map_keeps_the_baselines_blur_whatever_anomalysd_uses():
     got = ev.proto_map(E, 64)
     np.testing.assert_allclose(got, blur(up, BLUR_SIGMA_512 * 64 / 512), rtol=1e-6)
     assert not np.allclose(got, blur(up, get_config("mini").blur_sigma), rtol=1e-4)
+
+
+def test_shot_floor_shrinks_the_prototype_mask_and_reuses_the_grid_latents(first, smoke_cfg, monkeypatch):
+    """``proto_floor="shots"`` changes only M^(p): the grid latents of the paper's threshold are
+    decoded again (one new inpainting per image), the error maps are the same, and every floored
+    mask lies inside the paper's mask (its threshold is never lower)."""
+    from dataclasses import replace
+
+    from anomalysd_core import scoring
+
+    floored = replace(smoke_cfg, proto_floor="shots")
+    assert ev.latent_dir(floored) == ev.latent_dir(smoke_cfg)
+    assert ev.cache_dir(floored) != ev.cache_dir(smoke_cfg)
+    denoised = []
+    real = scoring.denoise
+
+    def spy(comp, x, masks, *a, **k):
+        denoised.append(masks.shape[0])
+        return real(comp, x, masks, *a, **k)
+
+    monkeypatch.setattr(scoring, "denoise", spy)
+    fitted = ev.fit(floored, progress=False)
+    assert set(fitted.detector.floors) == set(fitted.classes) and min(fitted.detector.floors.values()) > 0
+    ev.evaluate(fitted, variants=VARIANTS, progress=False)
+    assert denoised == [1] * 18  # M^(p) only: the grid latents come from ``first``
+    smaller = 0
+    for cls, sample in ev.test_items(fitted):
+        a = np.load(ev.cache_file(smoke_cfg, sample))
+        b = np.load(ev.cache_file(floored, sample))
+        np.testing.assert_array_equal(a["error_map"], b["error_map"])
+        assert not (b["proto_mask"] & ~a["proto_mask"]).any()
+        smaller += int(b["proto_mask"].sum() < a["proto_mask"].sum())
+    assert smaller > 0

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from anomalysd_core.prototypes import (build_bank, error_map, prototype_mask, rotations,
-                                       variance_threshold)
+                                       shot_floor, variance_threshold)
 
 
 def test_rotations_shapes_and_content():
@@ -115,3 +115,20 @@ def test_prototype_mask_upsampled_and_batched():
     mb = prototype_mask(torch.stack([E, E.T]), 8)
     assert mb.shape == (2, 8, 8) and mb[1, 4:6, 2:4].all()
     assert prototype_mask(E, 4, r=-1.0).all()
+
+
+def test_shot_floor_is_a_quantile_of_leave_one_view_out_errors():
+    g = torch.Generator().manual_seed(0)
+    views = torch.randn(4, 3, 5, 5, generator=g)
+    # brute force: each view's error map against the bank of the other views
+    errs = torch.cat([error_map(views[v], build_bank(torch.cat([views[:v], views[v + 1:]]))).flatten()
+                      for v in range(4)])
+    assert shot_floor(views, q=1.0) == pytest.approx(float(errs.max()))
+    assert shot_floor(views) == pytest.approx(float(torch.quantile(errs.double(), 0.99)))
+    assert shot_floor(views, q=0.5) < shot_floor(views)
+    # a view that the others explain exactly adds zero errors: duplicated views give 0
+    assert shot_floor(torch.cat([views[:1], views[:1]])) == 0.0
+    with pytest.raises(ValueError, match="V >= 2"):
+        shot_floor(views[:1])
+    with pytest.raises(ValueError, match="quantile"):
+        shot_floor(views, q=0.0)
