@@ -3,8 +3,9 @@
 The last step of eq (21) blurs S_map with a Gaussian of sigma 4 at 512 px, and the image score is
 its maximum. On mini (64 px) that is sigma 0.5 px, while AnomalySD's colour distance (eq 16-17,
 ``distance="pixel"``) is a per-pixel map. For each seed (1 shot, the profile's defaults,
-``data/mini-val``) this fuses AnomalySD's cached maps (``evaluate.intermediates_cached``: the
-inpaintings are made once, then each blur is only a filter) at every ``--sigmas`` value, and runs
+``data/mini-val``, the paper's threshold of eq 15 unless ``--proto-floor shots``) this fuses
+AnomalySD's cached maps (``evaluate.intermediates_cached``: the inpaintings are made once, then
+each blur is only a filter) at every ``--sigmas`` value, and runs
 PatchCore, SPADE, PaDiM and the prototype kNN map at the same values, to see whether the blur
 favours one method. Rows go to ``results/<profile>/map_blur_validation.csv`` with the run's
 provenance; mini's ``blur_sigma_512`` in ``config.PROFILES`` was set from it.
@@ -26,6 +27,9 @@ BASELINE_NAMES = ("patchcore", "spade", "padim", "protoknn")
 
 def main(argv=None) -> None:
     ap = _validation.parser(__doc__.splitlines()[0])
+    ap.add_argument("--proto-floor", default="none", choices=("none", "shots"),
+                    help="M^(p)'s threshold while the blur is compared (the blur was chosen first, with "
+                         "the paper's eq 15; proto_floor_validation.py then chose the floor at this blur)")
     ap.add_argument("--sigmas", type=float, nargs="+", default=[4.0, 6.0, 8.0, 12.0, 16.0],
                     help="blur sigma at 512 px (the paper: 4)")
     args = _validation.checked(ap.parse_args(argv))
@@ -51,7 +55,7 @@ def main(argv=None) -> None:
                          "i_auroc": m["i_auroc"], "p_auroc": m["p_auroc"]})
 
     for seed in args.seeds:
-        cfg = get_config(args.profile, shots=1, seed=seed, **common)
+        cfg = get_config(args.profile, shots=1, seed=seed, proto_floor=args.proto_floor, **common)
         fitted = fit(cfg, progress=False, **dict(zip(("backbone", "distance"), frozen_models(cfg))))
         det, size = fitted.detector, cfg.image_size
         per = {s: {} for s in args.sigmas}
@@ -80,7 +84,8 @@ def main(argv=None) -> None:
                         rec["g"].append(gt), rec["m"].append(mp[0].cpu().numpy())
                 add(seed, name, s512, per_class)
     df = pd.DataFrame(rows)
-    _validation.write(args, "map_blur_validation", df, get_config(args.profile, **common),
+    _validation.write(args, "map_blur_validation", df, get_config(args.profile, proto_floor=args.proto_floor,
+                                                                   **common),
                       seeds=args.seeds, sigmas=args.sigmas, wall_seconds=time.perf_counter() - t0)
     mean = df.groupby(["method", "blur_sigma_512", "seed"])[["i_auroc", "p_auroc"]].mean()
     print((mean.groupby(["method", "blur_sigma_512"]).mean() * 100).round(1).to_string())

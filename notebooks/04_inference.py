@@ -158,11 +158,17 @@ assert np.allclose(sm.S_ms, harmonic_mean(list(per.values())))
 # features; the threshold $r$ of eq (15) splits its values into two groups of small total
 # variance, and $M^{(p)}$ keeps the high group. One more inpainting under $M^{(p)}$ gives
 # $S_{pg} = M^{(p)} \odot D(x, \hat x^{(p)})$ (eq 20).
+#
+# The split of eq (15) exists on every image, a normal one too. The mini profile therefore keeps
+# $r$ no lower than a floor computed from the shots alone (`proto_floor="shots"`,
+# `prototypes.shot_floor`): the 99th percentile of the errors that each rotated view of the shots
+# makes against the other views. The histogram marks both.
 
 # %%
 if inter.error_map is not None:
     E = inter.error_map
-    r = P.variance_threshold(E)
+    r_split, r = P.variance_threshold(E), det.proto_threshold(wcls, E)
+    glue("proto_r_split", f"{r_split:.4g}")
     glue("proto_r", f"{r:.4g}")
     glue("proto_cover", f"{100 * inter.proto_mask.mean():.1f}")
     inter_gt = (inter.proto_mask & gt).sum() / max(gt.sum(), 1)
@@ -170,7 +176,10 @@ if inter.error_map is not None:
     fig, axes = plt.subplots(1, 6, figsize=(15, 2.8), gridspec_kw={"width_ratios": [1, 1.6, 1, 1, 1, 1]})
     plots.show_map(axes[0], E, "E (eq 14)")
     sns.histplot(E.ravel(), bins=30, ax=axes[1], color="C0")
-    axes[1].axvline(r, color="C3", lw=2, label=f"r = {r:.4g}")
+    axes[1].axvline(r_split, color="C1", lw=1.5, ls="--", label=f"eq 15 split = {r_split:.4g}")
+    if wcls in det.floors:
+        axes[1].axvline(det.floors[wcls], color="C2", lw=1.5, ls=":", label=f"shots' floor = {det.floors[wcls]:.4g}")
+    axes[1].axvline(r, color="C3", lw=2, label=f"r used = {r:.4g}")
     axes[1].legend(fontsize=8)
     axes[1].set_title("values of E, threshold (eq 15)", fontsize=8)
     plots.show_mask(axes[2], img, inter.proto_mask, "M^(p)", gt=gt)
@@ -180,13 +189,14 @@ if inter.error_map is not None:
     fig.tight_layout()
     plt.show()
 else:  # zero shots: no bank, no prototype mask
-    for key in ("proto_r", "proto_cover", "proto_hits"):
+    for key in ("proto_r_split", "proto_r", "proto_cover", "proto_hits"):
         glue(key, "n/a")
     print("no prototype bank (zero shots): S_map = S_ms")
 
 # %% [markdown]
-# For this image $r$ = {glue:text}`proto_r`, $M^{(p)}$ covers {glue:text}`proto_cover`% of the
-# image and {glue:text}`proto_hits`% of the defect's pixels.
+# For this image the split of eq (15) is at {glue:text}`proto_r_split` and the threshold used is
+# $r$ = {glue:text}`proto_r`; $M^{(p)}$ covers {glue:text}`proto_cover`% of the image and
+# {glue:text}`proto_hits`% of the defect's pixels.
 #
 # ## 5. The anomaly map and the image score
 #
