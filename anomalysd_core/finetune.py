@@ -12,6 +12,8 @@ one; a finished run (``done.json``) is reused as long as its configuration hash 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import time
@@ -224,16 +226,30 @@ def finetune_decoder(cfg, comp, data: ShotSet, distance, run_dir: Path, ckpt_eve
     return losses
 
 
+# the decoder's loss (eq 10) reads ``distance`` only through its perceptual network, and
+# ``features.PixelDistance.loss`` is the Lite0 distance's: "pixel" and "lite0" train the same decoder
+_DECODER_LOSS_NET = {"pixel": "lite0"}
+
+
+def module_hash(cfg, module: str) -> str:
+    """Hash of ``MODULE_KEYS[module]`` for ``cfg``; for the decoder ("vae") the distance counts as
+    the perceptual network of its loss, so a fine-tune with the colour distance adopts the decoder
+    of one with the Lite0 distance (notebook 10 compares the two) instead of training it again."""
+    if module == "vae" and cfg.distance in _DECODER_LOSS_NET:
+        cfg = dataclasses.replace(cfg, distance=_DECODER_LOSS_NET[cfg.distance])
+    return cfg.hash(MODULE_KEYS[module])
+
+
 def module_hashes(cfg) -> dict:
-    """{module: hash of its MODULE_KEYS} for the modules that ``cfg`` fine-tunes."""
-    return {m: cfg.hash(MODULE_KEYS[m]) for m, on in (("unet", cfg.finetune_unet), ("vae", cfg.finetune_decoder))
+    """{module: :func:`module_hash`} for the modules that ``cfg`` fine-tunes."""
+    return {m: module_hash(cfg, m) for m, on in (("unet", cfg.finetune_unet), ("vae", cfg.finetune_decoder))
             if on}
 
 
 def module_donor(cfg, run_dir: Path, module: str) -> Path | None:
     """A finished fine-tune beside ``run_dir`` whose ``module`` ("unet" or "vae") was trained with
     the same ``MODULE_KEYS`` as ``cfg``'s (and so holds the weights ``cfg`` would train), if any."""
-    h = cfg.hash(MODULE_KEYS[module])
+    h = module_hash(cfg, module)
     for done in sorted(Path(run_dir).parent.glob("fit-*/done.json")):
         if done.parent == Path(run_dir):
             continue

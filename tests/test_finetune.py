@@ -200,13 +200,21 @@ def test_modules_adopted_from_a_finished_finetune(tiny_cfg, tmp_path, monkeypatc
     assert trained == ["unet"] and not info["reused"]
     assert info["adopted"]["vae"] in ("fit-full", "fit-dec") and set(info["adopted"]) == {"vae"}
     done = json.loads((tmp_path / "fit-rand" / "done.json").read_text())
-    assert set(done["times"]) == {"unet_s"} and done["module_hashes"]["vae"] == full.hash(ft.MODULE_KEYS["vae"])
+    assert set(done["times"]) == {"unet_s"} and done["module_hashes"]["vae"] == ft.module_hash(full, "vae")
     # another decoder setting (beta of eq 10) is not the same module: it is trained
     ft.finetune(replace(full, lpips_beta=0.5, finetune_unet=False), load_components(full), SHOTS, KINDS,
                 tmp_path / "fit-beta", distance=dist, progress=False)
     assert trained == ["unet", "vae"]
     # a module keyed on data it was not trained on is never adopted
     assert ft.module_donor(replace(full, data_root="elsewhere"), tmp_path / "fit-x", "vae") is None
+    # the decoder's loss sees the distance only through its perceptual network: the colour distance
+    # trains Lite0's decoder (adopted), LPIPS-Alex another one
+    assert ft.module_hash(replace(full, distance="pixel"), "vae") == ft.module_hash(replace(full, distance="lite0"), "vae")
+    assert ft.module_hash(replace(full, distance="lpips_alex"), "vae") != ft.module_hash(replace(full, distance="pixel"), "vae")
+    ft.finetune(replace(full, distance="lite0", finetune_unet=False), load_components(full), SHOTS, KINDS,
+                tmp_path / "fit-lite0", distance=dist, progress=False)
+    assert trained == ["unet", "vae", "vae"]  # a decoder LPIPS-Alex did not train
+    assert ft.module_donor(replace(full, distance="pixel"), tmp_path / "fit-pix", "vae") == tmp_path / "fit-lite0"
 
 
 def test_lr_schedules():
