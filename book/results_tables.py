@@ -236,34 +236,31 @@ else:
     n_sent = {}
 for key in ("i-AUROC", "p-AUROC", "per_class", "default"):
     glue(f"noise_{key.replace('-', '_')}_text", n_sent.get(key, not_yet("noise_sweep")))
-# how the criterion of automatic lambda was chosen: benchmarks/auto_lambda_validation.py on data/mini-val
-val_csv = rdir / "auto_lambda_validation.csv"
-if val_csv.is_file():
-    v = pd.read_csv(val_csv)
+
+
+def glue_study(key: str, name: str, table) -> None:
+    """Glue ``table(df)`` of ``results/<profile>/<name>.csv`` (a validation study of
+    ``benchmarks/<name>.py``) as ``key``, or a note naming the script that makes the CSV."""
+    csv = rdir / f"{name}.csv"
+    out = table(pd.read_csv(csv)) if csv.is_file() else pd.DataFrame({"note": [
+        f"results/{profile}/{name}.csv is made by benchmarks/{name}.py"]})
+    glue(key, html_table(out), display=False)
+
+
+def _auto_table(v):
     v = (v.groupby(["rule", "seed"])[["i_auroc", "p_auroc"]].mean().groupby("rule").mean() * 100).round(1)
-    v = v.rename(columns={"i_auroc": "i-AUROC (validation)", "p_auroc": "p-AUROC (validation)"}).reset_index()
-    glue("auto_validation", html_table(v), display=False)
-else:
-    glue("auto_validation", html_table(pd.DataFrame({"note": [
-        f"results/{profile}/auto_lambda_validation.csv is made by benchmarks/auto_lambda_validation.py"]})),
-        display=False)
-# how mini's map blur was chosen: benchmarks/map_blur_validation.py on data/mini-val
-blur_csv = rdir / "map_blur_validation.csv"
-if blur_csv.is_file():
-    b = pd.read_csv(blur_csv)
+    return v.rename(columns={"i_auroc": "i-AUROC (validation)", "p_auroc": "p-AUROC (validation)"}).reset_index()
+
+
+def _blur_table(b):
     b = b.groupby(["method", "blur_sigma_512", "seed"])[["i_auroc", "p_auroc"]].mean().groupby(
         ["method", "blur_sigma_512"]).mean() * 100
     b = (b["i_auroc"].map("{:.1f}".format) + " / " + b["p_auroc"].map("{:.1f}".format)).unstack()
     b.columns = [f"σ₅₁₂ = {c:g}" for c in b.columns]
-    glue("blur_validation", html_table(b.reset_index()), display=False)
-else:
-    glue("blur_validation", html_table(pd.DataFrame({"note": [
-        f"results/{profile}/map_blur_validation.csv is made by benchmarks/map_blur_validation.py"]})),
-        display=False)
-# how mini's floor on eq 15's threshold was chosen: benchmarks/proto_floor_validation.py on data/mini-val
-floor_csv = rdir / "proto_floor_validation.csv"
-if floor_csv.is_file():
-    fl = pd.read_csv(floor_csv)
+    return b.reset_index()
+
+
+def _floor_table(fl):
     cols = ["i_auroc", "p_auroc", "proto_cover_normal", "proto_cover_anomal", "proto_hit"]
     fl = (fl.groupby(["variant", "proto_floor", "seed"])[cols].mean().groupby(["variant", "proto_floor"]).mean()
           * 100).round(1).rename(columns={
@@ -273,11 +270,13 @@ if floor_csv.is_file():
                                                                       "shots": "floor from the shots"})
     fl = fl.reset_index()
     fl.loc[fl["variant"] == "ms", ["proto_floor"] + list(fl.columns[4:])] = ["(no M^(p))"] + [float("nan")] * 3
-    glue("floor_validation", html_table(fl), display=False)
-else:
-    glue("floor_validation", html_table(pd.DataFrame({"note": [
-        f"results/{profile}/proto_floor_validation.csv is made by benchmarks/proto_floor_validation.py"]})),
-        display=False)
+    return fl
+
+
+# how the automatic-lambda criterion, mini's map blur and its floor on eq 15 were chosen (data/mini-val)
+glue_study("auto_validation", "auto_lambda_validation", _auto_table)
+glue_study("blur_validation", "map_blur_validation", _blur_table)
+glue_study("floor_validation", "proto_floor_validation", _floor_table)
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)

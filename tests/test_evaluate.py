@@ -19,6 +19,20 @@ def smoke_cfg(smoke_base, smoke_data, tmp_path_factory):
                       out_dir=str(tmp_path_factory.mktemp("smoke-runs")), grid_scales=(1, 2))
 
 
+def denoise_calls(monkeypatch) -> list:
+    """A list that records how many masks each ``scoring.denoise`` call inpaints."""
+    from anomalysd_core import scoring
+
+    calls, real = [], scoring.denoise
+
+    def spy(comp, x, masks, *a, **k):
+        calls.append(masks.shape[0])
+        return real(comp, x, masks, *a, **k)
+
+    monkeypatch.setattr(scoring, "denoise", spy)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def first(smoke_cfg, tmp_path_factory):
     fitted = ev.fit(smoke_cfg, progress=False)
@@ -142,8 +156,6 @@ def test_one_decoder_decodes_the_latents_of_another(first, smoke_cfg, tmp_path, 
     equals the one it gets computing everything on a fresh folder."""
     from dataclasses import replace
 
-    from anomalysd_core import scoring
-
     full = smoke_cfg  # scored by ``first``: 1 shot, U-Net and decoder fine-tuned
     unet_only = replace(full, finetune_decoder=False)
     assert ev.latent_dir(unet_only) == ev.latent_dir(full) != ev.latent_dir(replace(full, prompt_design="simple"))
@@ -152,14 +164,7 @@ def test_one_decoder_decodes_the_latents_of_another(first, smoke_cfg, tmp_path, 
     n_grid = len(first[0].detector.index)
     assert all(len(list((ev.latent_dir(full) / c).glob("*.npz"))) == 6 for c in first[0].classes)
 
-    denoised = []
-    real = scoring.denoise
-
-    def spy(comp, x, masks, *a, **k):
-        denoised.append(masks.shape[0])
-        return real(comp, x, masks, *a, **k)
-
-    monkeypatch.setattr(scoring, "denoise", spy)
+    denoised = denoise_calls(monkeypatch)
     fitted = ev.fit(unet_only, progress=False)
     assert fitted.finetune_info["adopted"] == {"unet": "fit-" + first[0].fit_hash}
     reused = ev.evaluate(fitted, variants=VARIANTS, progress=False)
@@ -214,19 +219,10 @@ def test_shot_floor_shrinks_the_prototype_mask_and_reuses_the_grid_latents(first
     mask lies inside the paper's mask (its threshold is never lower)."""
     from dataclasses import replace
 
-    from anomalysd_core import scoring
-
     floored = replace(smoke_cfg, proto_floor="shots")
     assert ev.latent_dir(floored) == ev.latent_dir(smoke_cfg)
     assert ev.cache_dir(floored) != ev.cache_dir(smoke_cfg)
-    denoised = []
-    real = scoring.denoise
-
-    def spy(comp, x, masks, *a, **k):
-        denoised.append(masks.shape[0])
-        return real(comp, x, masks, *a, **k)
-
-    monkeypatch.setattr(scoring, "denoise", spy)
+    denoised = denoise_calls(monkeypatch)
     fitted = ev.fit(floored, progress=False)
     assert set(fitted.detector.floors) == set(fitted.classes) and min(fitted.detector.floors.values()) > 0
     ev.evaluate(fitted, variants=VARIANTS, progress=False)
