@@ -13,7 +13,6 @@ one; a finished run (``done.json``) is reused as long as its configuration hash 
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import time

@@ -70,19 +70,22 @@ def main(argv=None) -> None:
         for s512 in args.sigmas:
             add(seed, "anomalysd", s512, per[s512])
         for name in BASELINE_NAMES:
-            for s512 in args.sigmas:
-                per_class = {}
-                for cls in fitted.classes:
-                    normals = torch.stack([torch.from_numpy(data_mod.load_image(s.path, size)).permute(2, 0, 1)
-                                           for s in fitted.shots[cls]])
-                    model = build_baseline(name, det.backbone, blur_sigma_512=s512).fit(normals)
-                    rec = per_class.setdefault(cls, {"l": [], "s": [], "g": [], "m": []})
-                    for sample in fitted.dataset.test(cls):
-                        img, gt = data_mod.load_sample(sample, size)
-                        sc, mp = model.predict(torch.from_numpy(img).permute(2, 0, 1)[None])
+            per = {s: {} for s in args.sigmas}
+            for cls in fitted.classes:
+                normals = torch.stack([torch.from_numpy(data_mod.load_image(s.path, size)).permute(2, 0, 1)
+                                       for s in fitted.shots[cls]])
+                model = build_baseline(name, det.backbone).fit(normals)  # the blur is only post-processing
+                for sample in fitted.dataset.test(cls):
+                    img, gt = data_mod.load_sample(sample, size)
+                    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+                    for s512 in args.sigmas:
+                        model.blur_sigma_512 = s512
+                        sc, mp = model.predict(x)
+                        rec = per[s512].setdefault(cls, {"l": [], "s": [], "g": [], "m": []})
                         rec["l"].append(sample.label), rec["s"].append(float(sc[0]))
                         rec["g"].append(gt), rec["m"].append(mp[0].cpu().numpy())
-                add(seed, name, s512, per_class)
+            for s512 in args.sigmas:
+                add(seed, name, s512, per[s512])
     df = pd.DataFrame(rows)
     _validation.write(args, "map_blur_validation", df, get_config(args.profile, proto_floor=args.proto_floor,
                                                                    **common),

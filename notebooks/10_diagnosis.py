@@ -237,16 +237,17 @@ display(Markdown("\n".join(f"- {s}" for s in sent)))
 
 # %%
 tex = [c for c in classes if ds.has_pixel_masks(c)][:3]
+fits = []  # one fitted detector per model (cached fine-tunes: no training here)
+for lab, o in models:
+    cj = get_config(profile, shots=shots, seed=seed, **{**over, **o})
+    fits.append((lab, fit(cj, progress=False, **dict(zip(("backbone", "distance"), ex.frozen_models(cj))))))
 fig, axes = plots.figure_grid(len(tex), len(models) + 2, size=1.8, extra_h=0.9)
 for r, c in enumerate(tex):
     s = next(s for s in ds.test(c) if s.label == 1)
     img, gt = load_sample(s, cfg.image_size)
     plots.show(axes[r, 0], img, f"{c}/{s.defect}")
     plots.show_map(axes[r, 1], gt, "ground truth")
-    for j, (lab, o) in enumerate(models, start=2):
-        cj = get_config(profile, shots=shots, seed=seed, **{**over, **o})
-        b, d = ex.frozen_models(cj)
-        fj = fit(cj, progress=False, backbone=b, distance=d)   # cached: no training here
+    for j, (lab, fj) in enumerate(fits, start=2):
         sm = fj.detector.fuse(intermediates_cached(fj, s, img))
         plots.show_map(axes[r, j], sm.S_map, lab.replace(", ", "\n"), gt=gt)
 fig.tight_layout()
