@@ -56,7 +56,7 @@ class Config:
     auto_views: int = 4               # augmented normals with synthetic defects that "auto" scores
     grid_scales: tuple[int, ...] = (1, 2, 4)   # paper: (1, 2, 4, 8), 85 masks
     mask_variant: str = "ms+proto"    # "full", "ms" or "ms+proto" (Table 5)
-    alpha: float = 0.1                # eq 21
+    alpha: float = 0.1                # eq 21's weight of S_pg (mini: 0.6)
     proto_floor: str = "none"         # eq 15's threshold as is ("none"), or no lower than the shots'
                                       # own errors ("shots", mini: prototypes.shot_floor)
     blur_sigma_512: float = 4.0       # S_map's Gaussian blur sigma at 512 px, scaled with image size (mini: 8)
@@ -170,9 +170,10 @@ PROFILES: dict[str, dict] = {
     # at a higher, decaying lr; colour after a 1-px blur instead of deep features for D (eq 16-17);
     # S_map blurred with sigma 1 px at 64 px, twice the paper's relative sigma, because the colour
     # distance is a per-pixel map (benchmarks/map_blur_validation.py; the baselines keep theirs);
-    # M^(p)'s threshold no lower than the shots' own errors (benchmarks/proto_floor_validation.py)
+    # M^(p)'s threshold no lower than the shots' own errors (benchmarks/proto_floor_validation.py);
+    # with that floor S_pg weighs 0.6 in eq 21 instead of 0.1 (benchmarks/fusion_alpha_validation.py)
     "mini": dict(profile="mini", lr=5e-4, lr_schedule="cosine", distance="pixel", blur_sigma_512=8.0,
-                 proto_floor="shots"),
+                 proto_floor="shots", alpha=0.6),
     "smoke": dict(
         profile="smoke", data_root="data/smoke", image_size=32, unet_steps=4, decoder_steps=2,
         lr=5e-4, lr_schedule="cosine", distance="pixel",

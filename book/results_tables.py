@@ -273,10 +273,19 @@ def _floor_table(fl):
     return fl
 
 
-# how the automatic-lambda criterion, mini's map blur and its floor on eq 15 were chosen (data/mini-val)
+def _alpha_table(a):
+    a = a.groupby(["alpha", "seed"])[["i_auroc", "p_auroc"]].mean().groupby("alpha").mean() * 100
+    a = (a["i_auroc"].map("{:.1f}".format) + " / " + a["p_auroc"].map("{:.1f}".format)).to_frame().T
+    a.columns = [f"α = {c:g}" for c in a.columns]
+    return a.rename(index={0: "ms+proto"}).reset_index(drop=True)
+
+
+# how the automatic-lambda criterion, mini's map blur, its floor on eq 15 and its weight alpha of
+# eq 21 were chosen (data/mini-val)
 glue_study("auto_validation", "auto_lambda_validation", _auto_table)
 glue_study("blur_validation", "map_blur_validation", _blur_table)
 glue_study("floor_validation", "proto_floor_validation", _floor_table)
+glue_study("alpha_validation", "fusion_alpha_validation", _alpha_table)
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)

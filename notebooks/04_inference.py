@@ -200,11 +200,13 @@ else:  # zero shots: no bank, no prototype mask
 #
 # ## 5. The anomaly map and the image score
 #
-# $S_{map} = (1-\alpha) S_{ms} + \alpha S_{pg}$ with $\alpha = 0.1$ (eq 21), blurred with a
-# Gaussian; the image score is its maximum. The paper's $\sigma$ is 4 at 512 px. The profile scales
-# `blur_sigma_512` with the image size, and mini sets it to 8: its colour distance is a per-pixel
-# map, and on the validation build the doubled blur raised AnomalySD's image and pixel AUROC while
-# the baselines' numbers did not move ({doc}`../deviations`).
+# $S_{map} = (1-\alpha) S_{ms} + \alpha S_{pg}$ (eq 21), blurred with a Gaussian; the image score is
+# its maximum. The paper weighs the prototype term with $\alpha = 0.1$; mini weighs it with 0.6,
+# because with its floor on eq (15) $M^{(p)}$ covers little of a normal image, and on the
+# validation build the larger weight raised both AUROCs ({doc}`../deviations`). The paper's
+# $\sigma$ is 4 at 512 px. The profile scales `blur_sigma_512` with the image size, and mini sets it
+# to 8: its colour distance is a per-pixel map, and on the validation build the doubled blur raised
+# AnomalySD's image and pixel AUROC while the baselines' numbers did not move.
 
 # %%
 fig, axes = plots.figure_grid(1, 4, size=2.4)
@@ -220,7 +222,8 @@ glue("walk_alpha", f"{cfg.alpha:g}")
 glue("walk_sigma", f"{cfg.blur_sigma:.2f}")
 
 # %% [markdown]
-# At this image size the blur has $\sigma$ = {glue:text}`walk_sigma` px and the image's score is
+# Here $\alpha$ = {glue:text}`walk_alpha`; at this image size the blur has $\sigma$ =
+# {glue:text}`walk_sigma` px and the image's score is
 # $S_I$ = {glue:text}`walk_score`. A score means nothing alone: the metrics compare the scores of
 # normal and anomalous images, which is what the next figure does.
 #

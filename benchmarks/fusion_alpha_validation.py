@@ -1,0 +1,55 @@
+"""How mini's weight of the prototype-guided map in eq (21) was chosen: on the *validation* build.
+
+Eq (21) fuses S_map = (1 - alpha) S_ms + alpha S_pg with the paper's alpha = 0.1. Mini's M^(p)
+is thresholded no lower than the shots' own errors (``proto_floor="shots"``), so it covers little
+of a normal image and S_pg carries more signal than the paper's weight lets through. For each
+seed (1 shot, the profile's other defaults, ``data/mini-val``) this scores the validation images
+once and fuses the same intermediates at every ``--alphas`` value (``evaluate.evaluate`` with
+several alphas: fusion only, no inpainting again). One row per seed, alpha and class goes to
+``results/<profile>/fusion_alpha_validation.csv`` with the run's provenance.
+
+    python benchmarks/fusion_alpha_validation.py --seeds 0 1 2 --alphas 0.1 0.3 0.4 0.5 0.6 0.7 0.8
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import _validation  # noqa: E402  (benchmarks/_validation.py)
+
+
+def main(argv=None) -> None:
+    ap = _validation.parser(__doc__.splitlines()[0])
+    ap.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5],
+                    help="weights of S_pg in eq 21 (the paper: 0.1)")
+    args = _validation.checked(ap.parse_args(argv))
+    import pandas as pd
+
+    from anomalysd_core.config import get_config
+    from anomalysd_core.evaluate import evaluate, fit
+    from anomalysd_core.features import frozen_models
+
+    t0 = time.perf_counter()
+    common = dict(data_root=args.data_root, out_dir=args.out_dir)
+    rows = []
+    for seed in args.seeds:
+        cfg = get_config(args.profile, shots=1, seed=seed, **common)
+        fitted = fit(cfg, progress=False, **dict(zip(("backbone", "distance"), frozen_models(cfg))))
+        df = evaluate(fitted, variants=("ms+proto",), alphas=args.alphas, with_baseline=False, progress=False)
+        df = df[(df["method"] == "anomalysd") & (df["class"] != "mean")]
+        for _, r in df.iterrows():
+            alpha = float(r["variant"].split("alpha=")[1]) if "alpha=" in r["variant"] else args.alphas[0]
+            rows.append({"seed": seed, "alpha": alpha, "class": r["class"],
+                         "i_auroc": r["i_auroc"], "p_auroc": r["p_auroc"]})
+    df = pd.DataFrame(rows)
+    _validation.write(args, "fusion_alpha_validation", df, get_config(args.profile, **common),
+                      seeds=args.seeds, alphas=args.alphas, wall_seconds=time.perf_counter() - t0)
+    mean = df.groupby(["alpha", "seed"])[["i_auroc", "p_auroc"]].mean().groupby("alpha").mean()
+    print((mean * 100).round(1).to_string())
+
+
+if __name__ == "__main__":
+    main()
