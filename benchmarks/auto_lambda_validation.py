@@ -1,15 +1,17 @@
-"""How the criterion of automatic lambda was chosen: on the *validation* build (never the test images).
+"""How the rule of automatic lambda was chosen: on the *validation* build (never the test images).
 
 For each seed (1 shot, the profile's defaults, ``data/mini-val``) this runs the noise sweep over
-the candidates of ``autolambda.CANDIDATES`` and the rule of ``autolambda.py`` on every class, then
+``LAMBDAS`` and the rule of ``autolambda.py`` on every class with all of them as candidates, then
 asks: had the rule maximised the views' pooled pixel AUROC (``pixel``), their image AUROC
-(``image``) or the mean of both (``mean``), which lambda would each class have got, and what would
+(``image``) or the mean of both (``mean``), with a tie tolerance of 0.005 or ``autolambda.TOL``,
+over all of ``LAMBDAS`` or without 0.8, which lambda would each class have got, and what would
 the validation images have scored with it? A class's score at a lambda is the sweep's (same
-fine-tune, same noise draw per image: the cache is keyed by lambda per class). Rows, with the
-fixed lambdas for scale, go to ``results/<profile>/auto_lambda_validation.csv`` and the run's
-provenance beside it; ``autolambda.CRITERION`` was set from it.
+fine-tune, same noise draw per image: the cache is keyed by lambda per class); a rule with fewer
+candidates is the same curves restricted, because each candidate is scored on its own. Rows, with
+the fixed lambdas for scale, go to ``results/<profile>/auto_lambda_validation.csv`` and the run's
+provenance beside it; ``autolambda.CRITERION``, ``TOL`` and ``CANDIDATES`` were set from it.
 
-    python benchmarks/auto_lambda_validation.py --seeds 0 1
+    python benchmarks/auto_lambda_validation.py --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -22,12 +24,16 @@ sys.path.insert(0, str(REPO))
 import _validation  # noqa: E402  (benchmarks/_validation.py)
 
 
-def choices(rec: dict, name: str, default: float) -> float:
+LAMBDAS = (0.2, 0.4, 0.6, 0.8)
+TOLS = (0.005, 0.03)
+
+
+def choices(rec: dict, name: str, default: float, tol: float, candidates=LAMBDAS) -> float:
     from anomalysd_core.autolambda import choose
 
     pix, img = ({float(k): v for k, v in rec[c].items()} for c in ("pixel", "image"))
     curve = {"pixel": pix, "image": img, "mean": {k: (pix[k] + img[k]) / 2 for k in pix}}[name]
-    return choose(curve, default)
+    return choose({k: v for k, v in curve.items() if k in candidates}, default, tol)
 
 
 def main(argv=None) -> None:
@@ -35,7 +41,7 @@ def main(argv=None) -> None:
     import pandas as pd
 
     from anomalysd_core import experiments as ex
-    from anomalysd_core.autolambda import CANDIDATES, FALLBACK
+    from anomalysd_core.autolambda import FALLBACK
     from anomalysd_core.config import get_config
     from anomalysd_core.evaluate import fit
     from anomalysd_core.features import frozen_models
@@ -44,17 +50,20 @@ def main(argv=None) -> None:
     common = dict(data_root=args.data_root, out_dir=args.out_dir)
     rows = []
     for seed in args.seeds:
-        sweep = ex.noise_sweep(args.profile, lambdas=CANDIDATES, seeds=(seed,), shots=1, write=False, **common)
+        sweep = ex.noise_sweep(args.profile, lambdas=LAMBDAS, seeds=(seed,), shots=1, write=False, **common)
         sweep = sweep[(sweep["method"] == "anomalysd") & (sweep["class"] != "mean")]
         at = {(r["class"], round(r["lambda"], 6)): r for _, r in sweep.iterrows()}
-        cfg = get_config(args.profile, shots=1, seed=seed, noise_strength="auto", **common)
+        cfg = get_config(args.profile, shots=1, seed=seed, noise_strength="auto", auto_lambdas=LAMBDAS, **common)
         fitted = fit(cfg, progress=False, **dict(zip(("backbone", "distance"), frozen_models(cfg))))
         for c in fitted.classes:
             fitted.strength(c)
         recs = fitted.auto_records()
-        options = [(f"fixed {lam:g}", {c: lam for c in recs}) for lam in CANDIDATES]
-        options += [(f"auto: {n}", {c: choices(r, n, FALLBACK) for c, r in recs.items()})
-                    for n in ("pixel", "image", "mean")]
+        options = [(f"fixed {lam:g}", {c: lam for c in recs}) for lam in LAMBDAS]
+        for top in (0.8, 0.6):
+            cands = [lam for lam in LAMBDAS if lam <= top]
+            options += [(f"auto: {n}, tol {tol:g}, λ ≤ {top:g}",
+                         {c: choices(r, n, FALLBACK, tol, cands) for c, r in recs.items()})
+                        for n in ("pixel", "image", "mean") for tol in TOLS]
         for name, lams in options:
             for c, lam in lams.items():
                 r = at[(c, round(lam, 6))]

@@ -1,5 +1,7 @@
 """Automatic noise strength (autolambda.py): synthetic defects, the criterion, the choice, and
 noise_strength="auto" end to end on the smoke profile."""
+import json
+
 import numpy as np
 import pytest
 
@@ -50,6 +52,18 @@ def test_choose_takes_the_best_and_breaks_ties_towards_the_default():
     assert al.choose({0.2: 0.9, 0.8: 0.9}, default=0.4) == 0.2  # equally far: the smaller
     assert al.choose({0.2: np.nan, 0.6: 0.5}, default=0.4) == 0.6
     assert al.choose({0.2: np.nan}, default=0.4) == 0.4
+    # the tolerance: a lead smaller than TOL over the default is noise of four views, a larger one is not
+    assert al.choose({0.2: 0.80 + al.TOL / 2, 0.4: 0.80}, default=0.4) == 0.4
+    assert al.choose({0.2: 0.80 + 2 * al.TOL, 0.4: 0.80}, default=0.4) == 0.2
+
+
+def test_a_stored_record_is_chosen_again_from_its_curve(tmp_path, monkeypatch):
+    rec = {"lambda": 0.2, "criterion": {"0.2": 0.81, "0.4": 0.80}, "default": 0.4}
+    al.record_path(tmp_path, "x").write_text(json.dumps(rec))
+    assert al.load_record(tmp_path, "x")["lambda"] == 0.4  # 0.01 < TOL: the default wins
+    monkeypatch.setattr(al, "TOL", 0.005)
+    assert al.load_record(tmp_path, "x")["lambda"] == 0.2
+    assert al.load_record(tmp_path, "missing") is None
 
 
 def _toy_views(n=4, size=32):
@@ -74,7 +88,7 @@ def test_rule_finds_the_lambda_that_is_right_by_construction():
     assert al.choose(curves["criterion"], default=0.4) == 0.6
     assert curves["pixel"][0.6] > 0.85 and curves["image"][0.6] == 1.0  # a stain's faint rim is unmarked
     assert curves["criterion"][0.6] > max(v for k, v in curves["criterion"].items() if k != 0.6)
-    assert sorted(set(seen)) == [0.2, 0.4, 0.6, 0.8] and len(seen) == 4 * 8  # clean + defective views
+    assert sorted(set(seen)) == [0.2, 0.4, 0.6] and len(seen) == 3 * 8  # clean + defective views
 
 
 def test_rule_keeps_the_default_when_lambda_does_not_matter():
