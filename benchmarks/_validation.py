@@ -35,6 +35,22 @@ def checked(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def config(args: argparse.Namespace, **over):
+    """The profile's config on the study's data and runs cache, with ``over`` on top."""
+    from anomalysd_core.config import get_config
+
+    return get_config(args.profile, data_root=args.data_root, out_dir=args.out_dir, **over)
+
+
+def fitted(args: argparse.Namespace, seed: int, **over):
+    """The detector at one shot and ``seed`` on the study's data, fitted (or read from the cache)."""
+    from anomalysd_core.evaluate import fit
+    from anomalysd_core.features import frozen_models
+
+    cfg = config(args, shots=1, seed=seed, **over)
+    return fit(cfg, progress=False, **dict(zip(("backbone", "distance"), frozen_models(cfg))))
+
+
 def write(args: argparse.Namespace, name: str, df, cfg, **info) -> Path:
     """``<results>/<name>.csv`` and ``<name>.provenance.json`` (``cfg``'s config, ``info``),
     each written atomically. Returns the CSV's path."""

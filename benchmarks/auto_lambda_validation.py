@@ -42,9 +42,6 @@ def main(argv=None) -> None:
 
     from anomalysd_core import experiments as ex
     from anomalysd_core.autolambda import FALLBACK
-    from anomalysd_core.config import get_config
-    from anomalysd_core.evaluate import fit
-    from anomalysd_core.features import frozen_models
 
     t0 = time.perf_counter()
     common = dict(data_root=args.data_root, out_dir=args.out_dir)
@@ -53,8 +50,7 @@ def main(argv=None) -> None:
         sweep = ex.noise_sweep(args.profile, lambdas=LAMBDAS, seeds=(seed,), shots=1, write=False, **common)
         sweep = sweep[(sweep["method"] == "anomalysd") & (sweep["class"] != "mean")]
         at = {(r["class"], round(r["lambda"], 6)): r for _, r in sweep.iterrows()}
-        cfg = get_config(args.profile, shots=1, seed=seed, noise_strength="auto", auto_lambdas=LAMBDAS, **common)
-        fitted = fit(cfg, progress=False, **dict(zip(("backbone", "distance"), frozen_models(cfg))))
+        fitted = _validation.fitted(args, seed, noise_strength="auto", auto_lambdas=LAMBDAS)
         for c in fitted.classes:
             fitted.strength(c)
         recs = fitted.auto_records()
@@ -71,7 +67,7 @@ def main(argv=None) -> None:
                              "i_auroc": r["i_auroc"], "p_auroc": r["p_auroc"],
                              "selection_s": recs[c]["seconds"]})
     df = pd.DataFrame(rows)
-    _validation.write(args, "auto_lambda_validation", df, get_config(args.profile, **common),
+    _validation.write(args, "auto_lambda_validation", df, _validation.config(args),
                       seeds=args.seeds, wall_seconds=time.perf_counter() - t0)
     mean = df.groupby(["rule", "seed"])[["i_auroc", "p_auroc"]].mean().groupby("rule").mean() * 100
     print(mean.round(1).to_string())

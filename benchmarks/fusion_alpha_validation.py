@@ -8,7 +8,7 @@ once and fuses the same intermediates at every ``--alphas`` value (``evaluate.ev
 several alphas: fusion only, no inpainting again). One row per seed, alpha and class goes to
 ``results/<profile>/fusion_alpha_validation.csv`` with the run's provenance.
 
-    python benchmarks/fusion_alpha_validation.py --seeds 0 1 2 --alphas 0.1 0.3 0.4 0.5 0.6 0.7 0.8
+    python benchmarks/fusion_alpha_validation.py --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -23,29 +23,24 @@ import _validation  # noqa: E402  (benchmarks/_validation.py)
 
 def main(argv=None) -> None:
     ap = _validation.parser(__doc__.splitlines()[0])
-    ap.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5],
+    ap.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
                     help="weights of S_pg in eq 21 (the paper: 0.1)")
     args = _validation.checked(ap.parse_args(argv))
     import pandas as pd
 
-    from anomalysd_core.config import get_config
-    from anomalysd_core.evaluate import evaluate, fit
-    from anomalysd_core.features import frozen_models
+    from anomalysd_core.evaluate import evaluate
 
     t0 = time.perf_counter()
-    common = dict(data_root=args.data_root, out_dir=args.out_dir)
     rows = []
     for seed in args.seeds:
-        cfg = get_config(args.profile, shots=1, seed=seed, **common)
-        fitted = fit(cfg, progress=False, **dict(zip(("backbone", "distance"), frozen_models(cfg))))
-        df = evaluate(fitted, variants=("ms+proto",), alphas=args.alphas, with_baseline=False, progress=False)
+        df = evaluate(_validation.fitted(args, seed), variants=("ms+proto",), alphas=args.alphas, with_baseline=False, progress=False)
         df = df[(df["method"] == "anomalysd") & (df["class"] != "mean")]
         for _, r in df.iterrows():
             alpha = float(r["variant"].split("alpha=")[1]) if "alpha=" in r["variant"] else args.alphas[0]
             rows.append({"seed": seed, "alpha": alpha, "class": r["class"],
                          "i_auroc": r["i_auroc"], "p_auroc": r["p_auroc"]})
     df = pd.DataFrame(rows)
-    _validation.write(args, "fusion_alpha_validation", df, get_config(args.profile, **common),
+    _validation.write(args, "fusion_alpha_validation", df, _validation.config(args),
                       seeds=args.seeds, alphas=args.alphas, wall_seconds=time.perf_counter() - t0)
     mean = df.groupby(["alpha", "seed"])[["i_auroc", "p_auroc"]].mean().groupby("alpha").mean()
     print((mean * 100).round(1).to_string())

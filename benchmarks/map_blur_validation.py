@@ -38,13 +38,10 @@ def main(argv=None) -> None:
 
     from anomalysd_core import data as data_mod
     from anomalysd_core.baselines import build_baseline
-    from anomalysd_core.config import get_config
-    from anomalysd_core.evaluate import class_metrics, fit, intermediates_cached, test_items
-    from anomalysd_core.features import frozen_models
+    from anomalysd_core.evaluate import class_metrics, intermediates_cached, test_items
     from anomalysd_core.scoring import fuse
 
     t0 = time.perf_counter()
-    common = dict(data_root=args.data_root, out_dir=args.out_dir)
     rows = []
 
     def add(seed, method, s512, per_class):
@@ -55,8 +52,8 @@ def main(argv=None) -> None:
                          "i_auroc": m["i_auroc"], "p_auroc": m["p_auroc"]})
 
     for seed in args.seeds:
-        cfg = get_config(args.profile, shots=1, seed=seed, proto_floor=args.proto_floor, **common)
-        fitted = fit(cfg, progress=False, **dict(zip(("backbone", "distance"), frozen_models(cfg))))
+        fitted = _validation.fitted(args, seed, proto_floor=args.proto_floor)
+        cfg = fitted.cfg
         det, size = fitted.detector, cfg.image_size
         per = {s: {} for s in args.sigmas}
         for cls, sample in test_items(fitted):
@@ -87,8 +84,7 @@ def main(argv=None) -> None:
             for s512 in args.sigmas:
                 add(seed, name, s512, per[s512])
     df = pd.DataFrame(rows)
-    _validation.write(args, "map_blur_validation", df, get_config(args.profile, proto_floor=args.proto_floor,
-                                                                   **common),
+    _validation.write(args, "map_blur_validation", df, _validation.config(args, proto_floor=args.proto_floor),
                       seeds=args.seeds, sigmas=args.sigmas, wall_seconds=time.perf_counter() - t0)
     mean = df.groupby(["method", "blur_sigma_512", "seed"])[["i_auroc", "p_auroc"]].mean()
     print((mean.groupby(["method", "blur_sigma_512"]).mean() * 100).round(1).to_string())

@@ -29,18 +29,14 @@ def main(argv=None) -> None:
     args = _validation.checked(_validation.parser(__doc__.splitlines()[0]).parse_args(argv))
     import pandas as pd
 
-    from anomalysd_core.config import get_config
     from anomalysd_core.diagnose import stage_table
-    from anomalysd_core.evaluate import evaluate, fit
-    from anomalysd_core.features import frozen_models
+    from anomalysd_core.evaluate import evaluate
 
     t0 = time.perf_counter()
-    common = dict(data_root=args.data_root, out_dir=args.out_dir)
     rows = []
     for seed in args.seeds:
         for rule in RULES:
-            cfg = get_config(args.profile, shots=1, seed=seed, proto_floor=rule, **common)
-            fitted = fit(cfg, progress=False, **dict(zip(("backbone", "distance"), frozen_models(cfg))))
+            fitted = _validation.fitted(args, seed, proto_floor=rule)
             df = evaluate(fitted, variants=("ms+proto", "ms"), progress=False)
             df = df[(df["method"] == "anomalysd") & (df["class"] != "mean")]
             stages = stage_table(fitted).set_index("class")
@@ -52,7 +48,7 @@ def main(argv=None) -> None:
                              "proto_cover_normal": st["proto_cover_normal"],
                              "proto_cover_anomal": st["proto_cover_anomal"], "proto_hit": st["proto_hit"]})
     df = pd.DataFrame(rows)
-    _validation.write(args, "proto_floor_validation", df, get_config(args.profile, **common),
+    _validation.write(args, "proto_floor_validation", df, _validation.config(args),
                       seeds=args.seeds, rules=list(RULES), wall_seconds=time.perf_counter() - t0)
     cols = ["i_auroc", "p_auroc", "proto_cover_normal", "proto_cover_anomal", "proto_hit"]
     mean = df.groupby(["variant", "proto_floor", "seed"])[cols].mean().groupby(["variant", "proto_floor"]).mean()
