@@ -210,6 +210,9 @@ sent = [
         f"{100 * means.loc['i_auroc', m]:.1f}" for m in means.columns) + "; pixel AUROC of $S_{ms}$: "
     + " -> ".join(f"{100 * means.loc['pixel_auroc_ms', m]:.1f}" for m in means.columns) + ".",
 ]
+step = (per_class[last] - per_class[models[-2][0]]).sort_values()
+sent.append(f"The last step ({last}) changed the image AUROC per class by " + ", ".join(
+    f"{c} {100 * v:+.1f}" for c, v in step.items()) + " on these test images.")
 worst = per_class[last].sort_values()
 sent.append("Classes still below 60 with the default model: " + (", ".join(
     f"{c} ({100 * v:.1f})" for c, v in worst.items() if v < 0.6) or "none") + ".")
@@ -368,12 +371,14 @@ glue("gap_text", gap_text)
 #
 # The remaining gap has two sources that the stage table separates. On the textures with the
 # finest detail the 64-px prior still cannot repaint normal texture closely (the lowest VAE PSNR),
-# so the largest distance of a normal image competes with the defect's. On the solar cells, which
-# have no pixel masks, compare the columns "GPU base, default fine-tune, Lite0 D" and "+ colour D"
-# of the per-class table of section 2: there the colour distance can lose the texture cue that
-# deep features gave. A larger prior (more latent resolution),
-# a longer fine-tune (section 3) or a per-class choice of the distance on the validation build
-# are the next levers; each costs CPU time that this book's budget does not have.
+# so the largest distance of a normal image competes with the defect's. And the last changes of
+# inference (blur, floor, weight of $S_{pg}$) move single classes by more than they move the mean:
+# section 2's sentences list the last step's change per class. Each was chosen on a validation
+# build of about fifteen images per class, which cannot resolve differences of a few points of
+# image AUROC ({doc}`../deviations` measures how little it can), so a step that helped there can
+# hurt a class here. A larger validation build, a larger prior (more latent resolution) and a
+# longer fine-tune (section 3) are the next levers; the last two cost CPU time that this book's
+# budget does not have.
 #
 # ## Summary
 #
