@@ -288,6 +288,14 @@ def _boot_table(b):
                          "95 % interval": [f"[{lo * 100:+.1f}, {hi * 100:+.1f}]" for lo, hi in zip(b["lo"], b["hi"])]})
 
 
+def _choice_table(c):
+    pct = lambda v: f"{v * 100:+.1f}"  # noqa: E731
+    return pd.DataFrame({"setting": c["choice"], "mini": c["mini"].astype(str), "paper": c["paper"].astype(str),
+                         "gain in i-AUROC": c["i_gain"].map(pct), "sd over image draws": (c["i_sd"] * 100).map("{:.1f}".format),
+                         "95 % interval": [f"[{pct(lo)}, {pct(hi)}]" for lo, hi in zip(c["i_lo"], c["i_hi"])],
+                         "gain in p-AUROC": c["p_gain"].map(pct)})
+
+
 # how the automatic-lambda criterion, mini's map blur, its floor on eq 15 and its weight alpha of
 # eq 21 were chosen (data/mini-val)
 glue_study("auto_validation", "auto_lambda_validation", _auto_table)
@@ -295,6 +303,7 @@ glue_study("blur_validation", "map_blur_validation", _blur_table)
 glue_study("floor_validation", "proto_floor_validation", _floor_table)
 glue_study("alpha_validation", "fusion_alpha_validation", _alpha_table)
 glue_study("alpha_bootstrap", "fusion_alpha_bootstrap", _boot_table)
+glue_study("choice_noise", "choice_noise_validation", _choice_table)
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)
