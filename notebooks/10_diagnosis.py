@@ -96,8 +96,8 @@ models = [("CPU base, short fine-tune, Lite0 D", {**earlier, "base_model": cpu_b
           ("GPU base, short fine-tune, Lite0 D", earlier),
           ("GPU base, default fine-tune, Lite0 D", lite0),
           ("+ colour D", paper_map),
-          ("+ blur of 1 px", {"proto_floor": "none", "alpha": 0.1} if profile == "mini" else {}),
-          ("+ floor on eq 15", {"alpha": 0.1} if profile == "mini" else {}),
+          ("+ blur of 1 px", {k: v for k, v in paper_map.items() if k != "blur_sigma_512"}),
+          ("+ floor on eq 15", {"alpha": paper_map["alpha"]} if paper_map else {}),
           ("default: + weight 0.6 of S_pg", {})]
 cfg = get_config(profile, shots=shots, seed=seed, **over)
 print(f"default: U-Net {cfg.unet_steps} steps, decoder {cfg.decoder_steps} steps, lr {cfg.lr:g} "
