@@ -50,10 +50,11 @@ from pathlib import Path
 import numpy as np
 from skimage import draw
 
+from .config import Config
 from .metrics import image_metrics, pixel_metrics
 
 KINDS = ("cutpaste", "noise", "stain", "scratch")
-CANDIDATES = (0.2, 0.4, 0.6)  # 0.8 repaints the object itself (the paper's Fig. 4) and lost on data/mini-val
+CANDIDATES = Config.auto_lambdas  # the default candidates (config.py says why 0.8 is not one)
 FALLBACK = 0.4  # K = 0, and the tie-break: the paper's lambda for capsule, wood and screw
 CRITERION = "pixel"  # which curve of ``selection_curves`` the choice maximises (chosen on data/mini-val)
 TOL = 0.03  # a candidate within TOL of the best criterion ties with it (chosen on data/mini-val)

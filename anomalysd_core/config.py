@@ -52,7 +52,9 @@ class Config:
     num_inference_steps: int = 5      # paper: 50 DDIM steps
     noise_strength: float | str = 0.4  # lambda; T~ = lambda * T; "auto": chosen per class by ``fit``
     noise_strength_per_class: dict[str, float] = field(default_factory=dict)  # wins over both
-    auto_lambdas: tuple[float, ...] = (0.2, 0.4, 0.6)  # candidates of "auto" (autolambda.CANDIDATES)
+    # candidates of "auto" (autolambda.py); not 0.8, which repaints the object itself (the paper's
+    # Fig. 4) and was the worst fixed lambda on data/mini-val (benchmarks/auto_lambda_validation.py)
+    auto_lambdas: tuple[float, ...] = (0.2, 0.4, 0.6)
     auto_views: int = 4               # augmented normals with synthetic defects that "auto" scores
     grid_scales: tuple[int, ...] = (1, 2, 4)   # paper: (1, 2, 4, 8), 85 masks
     mask_variant: str = "ms+proto"    # "full", "ms" or "ms+proto" (Table 5)

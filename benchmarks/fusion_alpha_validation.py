@@ -6,10 +6,8 @@ of a normal image and S_pg carries more signal than the paper's weight lets thro
 seed (1 shot, the profile's other defaults, ``data/mini-val``) this scores the validation images
 once and fuses the same intermediates at every ``--alphas`` value (``evaluate.evaluate`` with
 several alphas: fusion only, no inpainting again). One row per seed, alpha and class goes to
-``results/<profile>/fusion_alpha_validation.csv`` with the run's provenance, and to
-``fusion_alpha_bootstrap.csv`` each alpha's gain in image AUROC over the paper's 0.1 with its
-spread when the validation images are drawn again (``_validation.bootstrap_gain``): how much a
-build of this size can tell.
+``results/<profile>/fusion_alpha_validation.csv`` with the run's provenance. How sure the chosen
+weight's gain is: ``choice_noise_validation.py``.
 
     python benchmarks/fusion_alpha_validation.py --seeds 0 1 2
 """
@@ -24,45 +22,29 @@ sys.path.insert(0, str(REPO))
 import _validation  # noqa: E402  (benchmarks/_validation.py)
 
 
-PAPER_ALPHA = 0.1
-
-
-def _alpha_of(alphas):
-    """Variant name of ``evaluate`` -> alpha (a single alpha is not written into the name)."""
-    return lambda v: float(v.split("alpha=")[1]) if "alpha=" in v else float(alphas[0])
-
-
 def main(argv=None) -> None:
     ap = _validation.parser(__doc__.splitlines()[0])
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
                     help="weights of S_pg in eq 21 (the paper: 0.1)")
-    ap.add_argument("--boot", type=int, default=1000, help="bootstrap draws of the validation images")
     args = _validation.checked(ap.parse_args(argv))
     import pandas as pd
 
-    from anomalysd_core.evaluate import collect, summarise
+    from anomalysd_core.evaluate import evaluate
 
     t0 = time.perf_counter()
-    rows, scores = [], []
+    rows = []
     for seed in args.seeds:
-        fitted = _validation.fitted(args, seed)
-        kw = dict(variants=("ms+proto",), alphas=args.alphas, with_baseline=False)
-        df, sc = summarise(fitted, collect(fitted, progress=False, **kw), **kw)
-        scores.append(sc.assign(seed=seed, alpha=sc["variant"].map(_alpha_of(args.alphas))))
-        df = df[(df["method"] == "anomalysd") & (df["class"] != "mean")]
-        for _, r in df.iterrows():
-            rows.append({"seed": seed, "alpha": _alpha_of(args.alphas)(r["variant"]), "class": r["class"],
+        df = evaluate(_validation.fitted(args, seed), variants=("ms+proto",), alphas=args.alphas,
+                      with_baseline=False, progress=False)
+        for _, r in df[(df["method"] == "anomalysd") & (df["class"] != "mean")].iterrows():
+            alpha = float(r["variant"].split("alpha=")[1]) if "alpha=" in r["variant"] else args.alphas[0]
+            rows.append({"seed": seed, "alpha": alpha, "class": r["class"],
                          "i_auroc": r["i_auroc"], "p_auroc": r["p_auroc"]})
     df = pd.DataFrame(rows)
     _validation.write(args, "fusion_alpha_validation", df, _validation.config(args),
                       seeds=args.seeds, alphas=args.alphas, wall_seconds=time.perf_counter() - t0)
     mean = df.groupby(["alpha", "seed"])[["i_auroc", "p_auroc"]].mean().groupby("alpha").mean()
     print((mean * 100).round(1).to_string())
-    if PAPER_ALPHA in args.alphas:
-        boot = _validation.bootstrap_gain(pd.concat(scores), "alpha", PAPER_ALPHA, n=args.boot)
-        _validation.write(args, "fusion_alpha_bootstrap", boot, _validation.config(args), seeds=args.seeds,
-                          reference_alpha=PAPER_ALPHA, draws=args.boot)
-        print((boot.set_index("alpha") * 100).round(1).to_string())
 
 
 if __name__ == "__main__":

@@ -280,14 +280,6 @@ def _alpha_table(a):
     return a.rename(index={0: "ms+proto"}).reset_index(drop=True)
 
 
-def _boot_table(b):
-    b = b[(b["gain"] != 0) | (b["sd"] != 0)]  # not the reference (the paper's 0.1), which gains 0 by definition
-    return pd.DataFrame({"α": b["alpha"].map("{:g}".format),
-                         "gain in i-AUROC over α = 0.1": (b["gain"] * 100).map("{:+.1f}".format),
-                         "sd over image draws": (b["sd"] * 100).map("{:.1f}".format),
-                         "95 % interval": [f"[{lo * 100:+.1f}, {hi * 100:+.1f}]" for lo, hi in zip(b["lo"], b["hi"])]})
-
-
 def _choice_table(c):
     pct = lambda v: f"{v * 100:+.1f}"  # noqa: E731
     return pd.DataFrame({"setting": c["choice"], "mini": c["mini"].astype(str), "paper": c["paper"].astype(str),
@@ -302,7 +294,6 @@ glue_study("auto_validation", "auto_lambda_validation", _auto_table)
 glue_study("blur_validation", "map_blur_validation", _blur_table)
 glue_study("floor_validation", "proto_floor_validation", _floor_table)
 glue_study("alpha_validation", "fusion_alpha_validation", _alpha_table)
-glue_study("alpha_bootstrap", "fusion_alpha_bootstrap", _boot_table)
 glue_study("choice_noise", "choice_noise_validation", _choice_table)
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
