@@ -440,3 +440,22 @@ def test_no_import_circle_between_experiments_and_schedule():
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.module
                  for a in n.names}
     assert not any("experiments" in m for m in imported), imported
+
+
+def test_table1_runs_the_zero_shot_row_at_its_own_seeds(monkeypatch):
+    seen = {}
+
+    def collect(profile, name, settings, seeds, write, **kw):
+        seen.update(settings=settings, extra=kw)
+        return pd.DataFrame()
+
+    monkeypatch.setattr(ex, "_collect", collect)
+    ex.table1("smoke", shots=(0, 1, 2), seeds=(0, 1, 2), zero_shot_seeds=(0,), write=False)
+    plain = [(o["shots"], o["seed"]) for label, o in seen["settings"] if "auto" not in label]
+    assert plain == [(0, 0), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    auto = [(o["shots"], o["seed"]) for label, o in seen["settings"] if "auto" in label]
+    assert auto == [(1, 0), (1, 1), (1, 2)]
+    assert seen["extra"]["zero_shot_seeds"] == [0]
+    ex.table1("smoke", shots=(0, 1), seeds=(3, 4), write=False)  # default: the same seeds as the rest
+    assert [(o["shots"], o["seed"]) for _, o in seen["settings"]][:2] == [(0, 3), (0, 4)]
+    assert ex.sweep_defaults("mini")["zero_shot_seeds"] == (0,)
