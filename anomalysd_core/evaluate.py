@@ -411,14 +411,16 @@ def write_outputs(fitted: Fitted, df: pd.DataFrame, scores: pd.DataFrame, out_di
 
 
 def evaluate(fitted: Fitted, variants=("ms+proto",), alphas=None, with_baseline: bool = True,
-             progress: bool = True, out_dir: str | Path | None = None, tag: str = "") -> pd.DataFrame:
+             progress: bool = True, out_dir: str | Path | None = None, tag: str = "",
+             return_scores: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Score every test image; per-class + mean metrics for every variant (and the kNN baseline).
 
     Returns the metrics table (columns: method, variant, class, shots, seed, n_test, n_anomalous
     and ``METRIC_COLUMNS``; ``class == "mean"`` rows average the classes, pixel metrics over the
     classes that have masks). With ``out_dir`` writes ``metrics{tag}.csv``, ``scores{tag}.csv`` and
-    ``provenance{tag}.json`` there, each atomically. ``collect`` + ``summarise`` do the work; the
-    data-parallel ``parallel.evaluate_parallel`` shards ``collect`` across processes.
+    ``provenance{tag}.json`` there, each atomically. With ``return_scores`` returns ``(table,
+    per-image scores)``, the scores as ``summarise`` makes them. ``collect`` + ``summarise`` do the
+    work; the data-parallel ``parallel.evaluate_parallel`` shards ``collect`` across processes.
     """
     t0 = time.perf_counter()
     records = collect(fitted, None, variants, alphas, with_baseline, progress)
@@ -426,4 +428,4 @@ def evaluate(fitted: Fitted, variants=("ms+proto",), alphas=None, with_baseline:
     seconds = time.perf_counter() - t0
     if out_dir is not None:
         write_outputs(fitted, df, scores, out_dir, tag, len(records), variants, alphas, seconds)
-    return df
+    return (df, scores) if return_scores else df

@@ -223,9 +223,11 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
     fitted = fit(cfg, progress=progress, backbone=backbone, distance=distance)
     items = test_items(fitted)
     n_fresh = sum(not cache_file(fitted.cfg, s, fitted.strength(c)).is_file() for c, s in items)
-    df = evaluate(fitted, variants=variants, progress=progress)
+    df, scores = evaluate(fitted, variants=variants, progress=progress, return_scores=True)
+    score_rows = scores.to_dict("records")
     if baselines:
-        df = pd.concat([df, run_baselines(fitted, baselines, time_only=time_only)], ignore_index=True)
+        df = pd.concat([df, run_baselines(fitted, baselines, time_only=time_only, score_rows=score_rows)],
+                       ignore_index=True)
     df.insert(0, "setting", setting)
     st = fitted.timer.stages
     prior = prior or {}
@@ -253,6 +255,7 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
             "skipped_baselines": dict(fitted.skipped_baselines)}
     if cfg.auto_strength:
         info["auto_lambda"] = fitted.auto_records()
+    info["image_scores"] = score_rows  # taken out by ``_collect`` into <table>_scores.csv
     return df, info
 
 
@@ -270,8 +273,12 @@ def baseline_extractor(fitted):
                   lambda dev: build_backbone(name, device=dev, psi_layers=(1, 2)))
 
 
-def run_baselines(fitted, names=("patchcore", "spade", "padim"), time_only=()) -> pd.DataFrame:
+def run_baselines(fitted, names=("patchcore", "spade", "padim"), time_only=(),
+                  score_rows: list | None = None) -> pd.DataFrame:
     """The few-shot baselines on the same data, shots and seeds (class-wise banks).
+
+    ``score_rows``, when given, receives one dict per baseline and test image (``method``,
+    ``variant``, ``class``, ``file``, ``label``, ``score``: the rows of ``evaluate``'s scores).
 
     ``time_only`` names baselines that are timed (``<name>_per_image_s`` in the stage times) but
     add no metric rows. A baseline that cannot run here (WinCLIP without its weights) is skipped
@@ -309,6 +316,9 @@ def run_baselines(fitted, names=("patchcore", "spade", "padim"), time_only=()) -
                     scores.append(float(sc[0])), maps.append(mp[0].cpu().numpy())
                 if name in time_only and name not in names:
                     continue
+                if score_rows is not None:
+                    score_rows += [{"method": name, "variant": "", "class": cls, "file": s.relpath,
+                                    "label": s.label, "score": sc} for s, sc in zip(samples, scores)]
                 r = {"method": name, "variant": "", "class": cls, "shots": cfg.shots, "seed": cfg.seed,
                      "n_test": len(labels), "n_anomalous": int(sum(labels))}
                 r.update(class_metrics(labels, scores, gts if ds.has_pixel_masks(cls) else None, maps))
@@ -318,6 +328,8 @@ def run_baselines(fitted, names=("patchcore", "spade", "padim"), time_only=()) -
             print(str(e))
             fitted.skipped_baselines[name] = str(e)
             rows = [r for r in rows if r["method"] != name]
+            if score_rows is not None:
+                score_rows[:] = [r for r in score_rows if r["method"] != name]
             continue
         fitted.timer.stages[f"{name}_per_image_s"] = t_img / max(n_img, 1)
     df = pd.DataFrame(rows)
@@ -344,27 +356,52 @@ def _signature(df: pd.DataFrame, cfg, name: str, seeds, runs: list) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+SCORE_COLUMNS = ["setting", "shots", "seed", "method", "variant", "class", "file", "label", "score"]
+
+
+def _take_scores(runs: list) -> pd.DataFrame:
+    """Take the per-image scores out of the run infos of ``run_setting`` (they stay out of the
+    provenance): one row per setting, method, variant and test image (``SCORE_COLUMNS``)."""
+    frames = []
+    for r in runs:
+        rows = r.pop("image_scores", None)
+        if rows:
+            frames.append(pd.DataFrame(rows).assign(setting=r["setting"], shots=r["shots"], seed=r["seed"]))
+    return pd.concat(frames, ignore_index=True)[SCORE_COLUMNS] if frames else pd.DataFrame(columns=SCORE_COLUMNS)
+
+
 def _write(profile: str, name: str, df: pd.DataFrame, runs: list, seeds, t0: float, out=None,
-           common: dict | None = None, **extra) -> bool:
-    """Write ``<name>.csv`` and ``<name>.provenance.json`` atomically; returns False (and writes
-    nothing) when the files already hold the same table from the same configuration and runs, so a
-    re-run from the cache leaves them byte-identical (the book runner's stage cache hashes them)."""
+           common: dict | None = None, scores: pd.DataFrame | None = None, **extra) -> bool:
+    """Write ``<name>.csv``, ``<name>.provenance.json`` and, given ``scores``, the per-image scores
+    ``<name>_scores.csv``, each atomically; returns False (and writes nothing) when the files already
+    hold the same tables from the same configuration and runs, so a re-run from the cache leaves
+    them byte-identical (the book runner's stage cache hashes them)."""
     out = get_results_dir(profile, out)
     cfg = get_config(profile, **(common or {}))
     sig = _signature(df, cfg, name, seeds, runs)
     prov_path, csv_path = out / f"{name}.provenance.json", out / f"{name}.csv"
-    if prov_path.is_file() and csv_path.is_file():
+    scores_path = out / f"{name}_scores.csv"
+    tables = [(csv_path, df)] + ([(scores_path, scores)] if scores is not None else [])
+    if prov_path.is_file() and all(p.is_file() for p, _ in tables):
         try:
             if (json.loads(prov_path.read_text()).get("signature") == sig
-                    and csv_path.read_bytes() == df.to_csv(index=False).encode()):
+                    and all(p.read_bytes() == t.to_csv(index=False).encode() for p, t in tables)):
                 return False
         except ValueError:
             pass
     write_json_atomic(prov_path, provenance(
         cfg, name=name, seeds=list(seeds), runs=runs, wall_seconds=time.perf_counter() - t0,
         signature=sig, **extra))
-    write_csv_atomic(csv_path, df)
+    for p, t in tables:
+        write_csv_atomic(p, t)
     return True
+
+
+def load_scores(name: str, profile: str = "mini", results_dir=None) -> pd.DataFrame | None:
+    """The per-image scores ``<name>_scores.csv`` that ``table1``, ``table3``-``5`` and
+    ``noise_sweep`` write beside their table (None when absent)."""
+    p = get_results_dir(profile, results_dir) / f"{name}_scores.csv"
+    return pd.read_csv(p, keep_default_na=True).fillna({"variant": ""}) if p.is_file() else None
 
 
 def _collect(profile, name, settings, seeds, write, post=None, results_dir=None, common=None,
@@ -375,11 +412,11 @@ def _collect(profile, name, settings, seeds, write, post=None, results_dir=None,
     t0 = time.perf_counter()
     done = run_settings(profile, settings, run_setting, workers)
     frames, runs = [d for d, _ in done], [i for _, i in done]
-    df = pd.concat(frames, ignore_index=True)
+    df, scores = pd.concat(frames, ignore_index=True), _take_scores(runs)
     if post is not None:
-        df = post(df)
+        df, scores = post(df), post(scores)
     if write:
-        _write(profile, name, df, runs, seeds, t0, out=results_dir, common=common, **extra)
+        _write(profile, name, df, runs, seeds, t0, out=results_dir, common=common, scores=scores, **extra)
     df.attrs["runs"] = runs
     return df
 
@@ -607,6 +644,7 @@ def diagnosis(profile: str = "mini", models=(), seed: int = 0, shots: int = 1, w
     t0 = time.perf_counter()
     settings = [(lab, {**over, "shots": shots, "seed": seed, **o}) for lab, o in models]  # o wins
     runs = [info for _, info in run_settings(profile, settings, run_setting, workers)]
+    _take_scores(runs)  # the stage table is measured below; the images' scores are not kept
     frames = []
     for lab, o in settings:
         cfg = get_config(profile, **config_overrides(o))
@@ -676,6 +714,73 @@ def table1_summary(df: pd.DataFrame) -> pd.DataFrame:
     s = s.assign(_o=s["method"].map(order)).sort_values(["shots", "_o"], kind="stable").drop(columns="_o")
     s["method"] = s["method"].map(_label)
     return s.rename(columns=METRIC_LABELS).reset_index(drop=True)
+
+
+def gap_table(scores: pd.DataFrame | None, key: str, ref: str, n: int = 1000, labels=None,
+              **where) -> pd.DataFrame:
+    """How sure is each difference in image AUROC to ``ref``, on these test images?
+
+    ``scores`` are a table's per-image scores (``load_scores``), restricted to the rows where each
+    column of ``where`` has its value (e.g. ``shots=1``); ``key`` names what is compared (``method``,
+    ``setting``). ``metrics.bootstrap_gain`` draws the test images of each class again (paired:
+    the same draw for every value and seed). Columns: the compared value (labelled with
+    ``labels``, default ``METHOD_LABELS``), ``difference`` (points of class-mean image AUROC,
+    averaged over the seeds), ``bootstrap sd``, ``95% interval``, ``seeds``, and ``sure`` ("yes"
+    when the interval leaves out 0). Empty when there are no scores."""
+    from .metrics import bootstrap_gain
+
+    cols = [key, "difference", "bootstrap sd", "95% interval", "seeds", "sure"]
+    if scores is None or not len(scores):
+        return pd.DataFrame(columns=cols)
+    d = scores
+    for k, v in where.items():
+        d = d[d[k] == v]
+    if ref not in set(d[key]):
+        raise ValueError(f"gap_table: {key} {ref!r} is not in the scores (have {sorted(set(d[key]))})")
+    # only the seeds at which every compared value was run (the paired draw needs the same images)
+    seeds = set.intersection(*(set(g["seed"]) for _, g in d.groupby(key)))
+    d = d[d["seed"].isin(seeds)]
+    b = bootstrap_gain(d, key, ref, n)
+    b = b[b[key] != ref]
+    lab = METHOD_LABELS if labels is None else labels
+    return pd.DataFrame({key: [lab.get(v, v) for v in b[key]],
+                         "difference": [f"{g * 100:+.1f}" for g in b["gain"]],
+                         "bootstrap sd": [fmt(x * 100) for x in b["sd"]],
+                         "95% interval": [f"[{lo * 100:+.1f}, {hi * 100:+.1f}]" for lo, hi in zip(b["lo"], b["hi"])],
+                         "seeds": len(seeds),
+                         "sure": ["yes" if lo > 0 or hi < 0 else "no" for lo, hi in zip(b["lo"], b["hi"])]},
+                        columns=cols).reset_index(drop=True)
+
+
+#: What each ablation's settings are compared with (the full method) and the rows left out:
+#: Table 4's "prompt: hierarchical" is the same run as "mask: designed"; Table 5 compares
+#: AnomalySD's inference-mask variants only.
+ABLATION_REFS = {"table3": ("both", {}, ()), "table4": ("mask: designed", {}, ("prompt: hierarchical",)),
+                 "table5": ("ms+proto", {"method": "anomalysd"}, ())}
+
+
+def ablation_gaps(name: str, scores: pd.DataFrame | None, n: int = 1000) -> pd.DataFrame:
+    """``gap_table`` of an ablation (``ABLATION_REFS``): each setting's difference in image AUROC
+    to the full method, with its bootstrap interval over the test images."""
+    ref, where, drop = ABLATION_REFS[name]
+    if scores is not None:
+        scores = scores[~scores["setting"].isin(drop)]
+    return gap_table(scores, "setting", ref, n, labels={}, **where)
+
+
+def gap_sentence(gaps: pd.DataFrame, key: str, ref_label: str) -> str:
+    """One sentence from a ``gap_table``: which differences to ``ref_label`` the test images can
+    tell from zero, and which they cannot."""
+    if not len(gaps):
+        return "No per-image scores: the differences were not bootstrapped."
+    sure = [f"{r[key]} ({r['difference']}, {r['95% interval']})" for _, r in gaps.iterrows() if r["sure"] == "yes"]
+    unsure = [f"{r[key]} ({r['difference']}, {r['95% interval']})" for _, r in gaps.iterrows() if r["sure"] != "yes"]
+    out = [f"Against {ref_label}, in points of image AUROC with the 95% bootstrap interval over the test images:"]
+    if sure:
+        out.append("clearly different: " + "; ".join(sure) + ".")
+    if unsure:
+        out.append("not distinguishable from 0 on these images: " + "; ".join(unsure) + ".")
+    return " ".join(out)
 
 
 def per_class_table(df: pd.DataFrame, shots: int | None = None) -> pd.DataFrame:

@@ -10,6 +10,8 @@ import argparse
 import os
 from pathlib import Path
 
+from anomalysd_core.metrics import bootstrap_gain  # noqa: F401  (the studies' paired bootstrap)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -49,49 +51,6 @@ def fitted(args: argparse.Namespace, seed: int, **over):
 
     cfg = config(args, shots=1, seed=seed, **over)
     return fit(cfg, progress=False, **dict(zip(("backbone", "distance"), frozen_models(cfg))))
-
-
-def bootstrap_gain(scores, key: str, ref, n: int = 1000, seed: int = 0):
-    """How sure is a gain in image AUROC on a build this small? ``scores`` has one row per seed,
-    ``key`` value, class and image (columns ``seed``, ``key``, ``class``, ``file``, ``label``,
-    ``score``; every seed and key value scores the same images). For each value of ``key`` the gain
-    is its class-mean image AUROC (averaged over the seeds) minus that of ``ref``. The images of
-    each class are drawn again with replacement ``n`` times, the same draw for every seed and value
-    (a paired bootstrap). Returns a frame: ``key``, ``gain``, ``sd``, ``lo``, ``hi`` (2.5 and 97.5
-    percentiles)."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.metrics import roc_auc_score
-
-    scores = scores.sort_values(["seed", key, "class", "file"])
-    groups = {k: g for k, g in scores.groupby(["seed", key, "class"])}
-    seeds, values, classes = (sorted(scores[c].unique()) for c in ("seed", key, "class"))
-    sizes = {c: len(groups[(seeds[0], values[0], c)]) for c in classes}
-
-    def mean_auroc(draw) -> dict:
-        out = {}
-        for v in values:
-            per_seed = []
-            for s in seeds:
-                aucs = []
-                for c in classes:
-                    g = groups[(s, v, c)]
-                    y, x = g["label"].to_numpy()[draw[c]], g["score"].to_numpy()[draw[c]]
-                    if 0 < y.sum() < len(y):
-                        aucs.append(roc_auc_score(y, x))
-                per_seed.append(np.mean(aucs))
-            out[v] = float(np.mean(per_seed))
-        return out
-
-    observed = mean_auroc({c: np.arange(k) for c, k in sizes.items()})
-    rng = np.random.default_rng(seed)
-    draws = [mean_auroc({c: rng.integers(0, k, k) for c, k in sizes.items()}) for _ in range(n)]
-    rows = []
-    for v in values:
-        d = np.array([b[v] - b[ref] for b in draws])
-        rows.append({key: v, "gain": observed[v] - observed[ref], "sd": float(d.std()),
-                     "lo": float(np.percentile(d, 2.5)), "hi": float(np.percentile(d, 97.5))})
-    return pd.DataFrame(rows)
 
 
 def write(args: argparse.Namespace, name: str, df, cfg, **info) -> Path:

@@ -198,6 +198,15 @@ if cost is None:
 glue("cost_table", html_table(cost), display=False)
 for key in ("shots_trend", "best_method", "gap", "seed_std", "same_draws"):
     glue(f"t1_{key}", t1_sent.get(key, not_yet("table1")))
+t1_scores = ex.load_scores("table1", profile, rdir)
+if t1 is not None and t1_scores is not None:
+    gap_shots = 1 if 1 in set(t1_scores["shots"]) else int(t1_scores["shots"].max())
+    t1_gaps = ex.gap_table(t1_scores, "method", "anomalysd", shots=gap_shots)
+    glue("t1_gap_text", ex.gap_sentence(t1_gaps, "method", f"AnomalySD at {gap_shots} shot(s)"))
+else:
+    t1_gaps = missing("table1")
+    glue("t1_gap_text", not_yet("table1"))
+glue("table1_gaps", html_table(t1_gaps), display=False)
 t1_beside
 
 # %% [markdown]
@@ -217,6 +226,9 @@ for n in (3, 4, 5):
         sent = {}
     for key in ("best_i_auroc", "best_p_auroc", "spread"):
         glue(f"t{n}_{key}", sent.get(key, not_yet(name)))
+    scores = ex.load_scores(name, profile, rdir)
+    gaps = ex.ablation_gaps(name, scores) if df is not None and scores is not None else missing(name)
+    glue(f"{name}_gaps", html_table(gaps), display=False)
 meta = sorted(set(ablation_meta))
 glue("ablation_shots", ", ".join(str(k) for k, _ in meta) if meta else "n/a")
 glue("ablation_seed", ", ".join(str(s) for _, s in meta) if meta else "n/a")

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from anomalysd_core import experiments as ex
 from anomalysd_core import schedule
@@ -246,6 +247,24 @@ def test_table1_baselines_and_timings(over, tmp_path):
     assert set(t["method"]) == {"AnomalySD", "PatchCore", "Prototype kNN map"}
     summary = ex.table1_summary(df)
     assert (summary["seeds"] == 1).all()
+    # the per-image scores beside the table (not in its provenance), named as the table's rows
+    assert all("image_scores" not in r for r in json.loads((tmp_path / "table1.provenance.json").read_text())["runs"])
+    sc = ex.load_scores("table1", "smoke", tmp_path)
+    assert list(sc.columns) == ex.SCORE_COLUMNS
+    per_class = df[df["class"] != "mean"]
+    counts = sc.groupby(["setting", "method", "class"]).size()
+    for _, r in per_class.iterrows():
+        assert counts[(r["setting"], r["method"], r["class"])] == r["n_test"]
+    assert set(sc.loc[sc["setting"].str.endswith("auto lambda"), "method"]) == {"anomalysd-auto"}
+    one = sc[(sc["shots"] == 1) & (sc["method"] == "patchcore")]
+    got = one.groupby("class").apply(lambda g: roc_auc_score(g["label"], g["score"]), include_groups=False)
+    want = per_class[(per_class["method"] == "patchcore")].set_index("class")["i_auroc"]
+    assert np.allclose(got.sort_index(), want.sort_index())
+    gaps = ex.gap_table(sc, "method", "anomalysd", n=50, shots=1)
+    assert set(gaps["method"]) == {"AnomalySD, automatic λ", "Prototype kNN map", "PatchCore"}
+    assert (gaps["seeds"] == 1).all() and gaps["sure"].isin(["yes", "no"]).all()
+    with pytest.raises(ValueError, match="'spade' is not in the scores"):
+        ex.gap_table(sc, "method", "spade", shots=1)
 
 
 @pytest.mark.slow
@@ -459,3 +478,25 @@ def test_table1_runs_the_zero_shot_row_at_its_own_seeds(monkeypatch):
     ex.table1("smoke", shots=(0, 1), seeds=(3, 4), write=False)  # default: the same seeds as the rest
     assert [(o["shots"], o["seed"]) for _, o in seen["settings"]][:2] == [(0, 3), (0, 4)]
     assert ex.sweep_defaults("mini")["zero_shot_seeds"] == (0,)
+
+
+def test_ablation_gaps_compare_with_the_full_method_and_leave_out_its_copies():
+    rng = np.random.default_rng(0)
+    rows = []
+    for setting, good in (("mask: random", 0.0), ("mask: designed", 1.0), ("prompt: hierarchical", 1.0)):
+        for c in ("a", "b"):
+            for i in range(10):
+                y = int(i < 5)
+                rows.append(dict(setting=setting, shots=1, seed=0, method="anomalysd", variant="", file=f"{i}.png",
+                                 label=y, score=float(y * good + good * rng.normal(0, 0.01)), **{"class": c}))
+    sc = pd.DataFrame(rows)
+    gaps = ex.ablation_gaps("table4", sc, n=100)
+    assert list(gaps["setting"]) == ["mask: random"]  # the hierarchical prompt is the same run
+    r = gaps.iloc[0]
+    assert float(r["difference"]) == -50.0 and r["sure"] == "yes"  # 0.5 (all tied) against 1.0
+    assert "clearly different: mask: random" in ex.gap_sentence(gaps, "setting", "the full method")
+    five = sc.assign(setting=sc["setting"].map({"mask: random": "full", "mask: designed": "ms+proto",
+                                                "prompt: hierarchical": "ms"}))
+    five = pd.concat([five, five[five["setting"] == "full"].assign(setting="proto-knn", method="proto-knn")])
+    assert set(ex.ablation_gaps("table5", five, n=50)["setting"]) == {"full", "ms"}  # AnomalySD's variants only
+    assert ex.ablation_gaps("table3", None).empty

@@ -221,3 +221,39 @@ def test_shape_mismatch_raises():
         warnings.simplefilter("error")
         m = pixel_metrics(np.eye(4, dtype=bool), np.eye(4))   # a single (H, W) image is accepted
     assert m["pro"] == pytest.approx(1.0)
+
+
+def test_bootstrap_gain_equals_resampling_the_images_with_scikit_learn():
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from anomalysd_core.metrics import bootstrap_gain
+
+    rng = np.random.default_rng(3)
+    rows = [dict(seed=s, method=m, file=f"{i:02d}.png", label=int(i % 3 == 0), score=round(float(rng.normal(
+        (i % 3 == 0) * (0.6 if m == "a" else 0.2))), 1), **{"class": c})  # rounded: ties count half
+        for s in (0, 1) for m in ("a", "b") for c in ("x", "y") for i in range(10 if c == "x" else 7)]
+    df = pd.DataFrame(rows)
+    got = bootstrap_gain(df, "method", "b", n=40, seed=5).set_index("method")
+    # the same draws, resampled explicitly: per class one index draw shared by seeds and methods
+    draw_rng = np.random.default_rng(5)
+    sizes = {"x": 10, "y": 7}
+    gains = []
+    for _ in range(40):
+        idx = {c: draw_rng.integers(0, k, k) for c, k in sizes.items()}
+        mean = {}
+        for m in ("a", "b"):
+            per_seed = []
+            for s in (0, 1):
+                aucs = []
+                for c in ("x", "y"):
+                    g = df[(df.seed == s) & (df.method == m) & (df["class"] == c)].sort_values("file")
+                    y, x = g.label.to_numpy()[idx[c]], g.score.to_numpy()[idx[c]]
+                    if 0 < y.sum() < len(y):
+                        aucs.append(roc_auc_score(y, x))
+                per_seed.append(np.mean(aucs))
+            mean[m] = np.mean(per_seed)
+        gains.append(mean["a"] - mean["b"])
+    assert got.loc["a", "sd"] == pytest.approx(np.std(gains), abs=1e-12)
+    assert got.loc["a", "lo"] == pytest.approx(np.percentile(gains, 2.5), abs=1e-12)
+    assert got.loc["b", "gain"] == 0 and got.loc["b", "sd"] == 0
