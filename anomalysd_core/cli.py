@@ -46,7 +46,8 @@ def cmd_build_mini(args):
 
     size = args.size or get_config(args.profile).image_size  # what ensure_mini expects: no rebuild
     with Timer() as t:
-        out = build_mini(args.out, size=size, seed=args.seed, profile=args.profile)
+        out = build_mini(args.out, size=size, seed=args.seed, profile=args.profile, split=args.split,
+                         val_scale=args.val_scale)
     print(f"wrote {out} (manifest.csv, samples.png) in {t.seconds:.1f} s")
 
 
@@ -185,6 +186,10 @@ def main(argv=None):
     b.add_argument("--size", type=int, default=None, help="image size (default: the profile's image_size)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--profile", default="mini", choices=["mini", "smoke"])
+    b.add_argument("--split", default="test", choices=["test", "val"],
+                   help="val: the validation build that settings are chosen on (use --seed 1, as data/mini-val)")
+    b.add_argument("--val-scale", type=int, default=1,
+                   help="with --split val: this many times the test images per class (default 1)")
     b.set_defaults(fn=cmd_build_mini)
 
     p = sub.add_parser("pretrain", help="pre-train the mini base model (VAE, then inpainting U-Net)")

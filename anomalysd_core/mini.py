@@ -477,10 +477,10 @@ def _val_coin_ids(rng, n_coins: int, counts, test_ids: dict) -> dict:
     return {"train": list(test_ids["train"]), "good": good, "bad": bad}
 
 
-def _build_coins(cls, root: Path, size, seed, counts, rng, split="test"):
+def _build_coins(cls, root: Path, size, seed, counts, rng, split="test", base=None):
     coins = _coins()
-    if split == "val":
-        test_ids = _coin_ids(_class_rng(MINI_SEED, cls), len(coins), counts)
+    if split == "val":  # ``base``: the counts of the test build whose coins are avoided
+        test_ids = _coin_ids(_class_rng(MINI_SEED, cls), len(coins), base or counts)
         ids = _val_coin_ids(rng, len(coins), counts, test_ids)
     else:
         ids = _coin_ids(rng, len(coins), counts)
@@ -528,11 +528,11 @@ def _solar_picks(cls, counts, rng, exclude=()):
     return pick_n, pick_d
 
 
-def _build_solar(cls, root: Path, size, seed, counts, rng, split="test"):
+def _build_solar(cls, root: Path, size, seed, counts, rng, split="test", base=None):
     names, probs, _types, data_dir = _elpv_table()
     kind = CLASS_INFO[cls]["elpv_type"]
-    if split == "val":  # other cells than every cell of the test build
-        t_n, t_d = _solar_picks(cls, counts, _class_rng(MINI_SEED, cls))
+    if split == "val":  # other cells than every cell of the test build (made with ``base`` counts)
+        t_n, t_d = _solar_picks(cls, base or counts, _class_rng(MINI_SEED, cls))
         pick_n, pick_d = _solar_picks(cls, counts, rng, exclude=t_n + t_d)
     else:
         pick_n, pick_d = _solar_picks(cls, counts, rng)
@@ -594,7 +594,8 @@ def _is_mini_build(path: Path) -> bool:
     return (path / MARKER).is_file() or (path / "manifest.csv").is_file()
 
 
-def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", split: str = "test") -> Path:
+def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", split: str = "test",
+               val_scale: int = 1) -> Path:
     """Build the benchmark into ``out_dir`` (MVTec-AD layout) and return its path.
 
     ``split="val"`` builds the *validation* benchmark that settings are chosen on, with the same
@@ -602,7 +603,10 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
     texture test crops come from the top half (the training region), coins are the test build's
     training coins, test images from the coins it leaves unused (4 of the 24 for ``mini``: normal
     images from them, defects painted on them), and solar cells are cells the test build does not
-    use at all.
+    use at all. ``val_scale`` multiplies the validation build's test images per class (its shots
+    stay as many): a larger build resolves smaller differences between settings. The coins' normal
+    test images come only from the coins the test build leaves unused (4 in ``mini``), so beyond
+    those only their defective images multiply.
 
     The build goes into a hidden sibling folder, the marker ``build_complete.json`` is written
     last, and only then is the folder renamed onto ``out_dir``: an interrupted build never leaves a
@@ -613,6 +617,8 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
         raise DataError(f"unknown mini profile {profile!r}; choose one of {sorted(PROFILES)}")
     if split not in ("test", "val"):
         raise DataError(f"unknown mini split {split!r}; choose 'test' or 'val'")
+    if not isinstance(val_scale, (int, np.integer)) or val_scale < 1 or (val_scale > 1 and split != "val"):
+        raise DataError(f"val_scale must be an integer >= 1, and above 1 only for split='val'; got {val_scale!r}")
     if not isinstance(size, (int, np.integer)) or size < 16:
         raise DataError(f"mini image size must be an integer >= 16, got {size!r}")
     size, seed = int(size), int(seed)
@@ -620,7 +626,8 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
     if out.exists() and not (out.is_dir() and (_is_mini_build(out) or not any(out.iterdir()))):
         raise DataError(f"{str(out)!r} exists and is not a mini build; refusing to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    spec = PROFILES[profile]
+    base = PROFILES[profile]  # the test build's counts (the validation build avoids its images)
+    spec = {**base, "test_good": base["test_good"] * val_scale, "test_bad": base["test_bad"] * val_scale}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
         rows: list[dict] = []
@@ -628,9 +635,9 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
             rng = _class_rng(seed, cls)
             info = CLASS_INFO[cls]
             if cls.startswith("solar_"):
-                new = _build_solar(cls, tmp, size, seed, spec, rng, split)
+                new = _build_solar(cls, tmp, size, seed, spec, rng, split, base)
             elif cls == "coins":
-                new = _build_coins(cls, tmp, size, seed, spec, rng, split)
+                new = _build_coins(cls, tmp, size, seed, spec, rng, split, base)
             else:
                 new = _build_texture(cls, tmp, size, seed, spec, rng, split)
             rows += new
@@ -653,6 +660,7 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
         _samples_png(tmp, rows, spec["classes"], size)
         write_json_atomic(tmp / MARKER, {
             "profile": profile, "split": split, "size": size, "seed": seed, "version": BUILD_VERSION,
+            "val_scale": int(val_scale),
             "classes": list(spec["classes"]), "n_images": len(rows)})
         os.chmod(tmp, 0o755)
         if out.exists():

@@ -5,7 +5,7 @@ own study: the blur of S_map (``map_blur_validation.py``), the floor on eq (15)'
 (``proto_floor_validation.py``) and the weight of S_pg in eq (21) (``fusion_alpha_validation.py``).
 For each seed (1 shot) this scores the validation images with mini's defaults and, for each
 choice, with that one setting put back to the paper's value (the inpaintings are cached and
-shared; only M^(p) differs for the floor). ``_validation.bootstrap_gain`` then draws the images of
+shared; only M^(p) differs for the floor). ``metrics.bootstrap_gain`` then draws the images of
 each class again with replacement, the same draw for both settings and every seed, and reports
 the gain in image AUROC of mini's value over the paper's with its spread. One row per choice goes
 to ``results/<profile>/choice_noise_validation.csv`` (with the observed pixel-AUROC gain beside
@@ -23,9 +23,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import _validation  # noqa: E402  (benchmarks/_validation.py)
 
-#: the paper's value of each setting that mini changes at inference
-PAPER = {"blur_sigma_512": 4.0, "proto_floor": "none", "alpha": 0.1}
-
 
 def main(argv=None) -> None:
     ap = _validation.parser(__doc__.splitlines()[0], seeds=(0, 1, 2))
@@ -34,6 +31,8 @@ def main(argv=None) -> None:
     import pandas as pd
 
     from anomalysd_core.evaluate import collect, summarise
+    from anomalysd_core.experiments import PAPER_MAP as PAPER  # the paper's value of each inference choice
+    from anomalysd_core.metrics import bootstrap_gain
 
     t0 = time.perf_counter()
     mini = _validation.config(args)
@@ -50,7 +49,7 @@ def main(argv=None) -> None:
     rows = []
     for choice, paper_value in PAPER.items():
         pair = scores[scores["setting"].isin(["mini", choice])]
-        boot = _validation.bootstrap_gain(pair, "setting", choice, n=args.boot).set_index("setting").loc["mini"]
+        boot = bootstrap_gain(pair, "setting", choice, n=args.boot).set_index("setting").loc["mini"]
         rows.append({"choice": choice, "mini": getattr(mini, choice), "paper": paper_value,
                      "i_gain": boot["gain"], "i_sd": boot["sd"], "i_lo": boot["lo"], "i_hi": boot["hi"],
                      "p_gain": pixel["mini"] - pixel[choice]})

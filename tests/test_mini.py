@@ -199,3 +199,27 @@ def test_validation_build_shares_no_test_pixels(smoke, tmp_path):
     with pytest.raises(DataError, match="'holdout'"):
         build_mini(tmp_path / "x", size=32, profile="smoke", split="holdout")
     assert MINI_SEED != VAL_SEED
+
+
+def test_a_larger_validation_build_keeps_its_shots_and_avoids_the_test_build(smoke, tmp_path):
+    from anomalysd_core.mini import VAL_SEED
+
+    one = build_mini(tmp_path / "one-val", size=32, seed=VAL_SEED, profile="smoke", split="val")
+    big = build_mini(tmp_path / "big-val", size=32, seed=VAL_SEED, profile="smoke", split="val", val_scale=3)
+    assert json.loads((big / MARKER).read_text())["val_scale"] == 3
+    t, o, v = (pd.read_csv(r / "manifest.csv") for r in (smoke, one, big))
+    n = lambda m, cls, lab: len(m[(m.cls == cls) & (m.split == "test") & (m.label == lab)])  # noqa: E731
+    assert (n(v, "brick", 0), n(v, "brick", 1)) == (3 * n(o, "brick", 0), 3 * n(o, "brick", 1))
+    assert n(v, "solar_mono", 1) == 3 * n(o, "solar_mono", 1)
+    assert n(v, "coins", 1) == 3 * n(o, "coins", 1)
+    spare = 24 - sum(n(t, "coins", lab) for lab in (0, 1)) - len(t[(t.cls == "coins") & (t.split == "train")])
+    assert n(v, "coins", 0) == min(3 * n(o, "coins", 0), spare)  # normals only from the spare coins
+    # the textures' shots are the same crops as in the plain validation build
+    for f in o[(o.cls == "brick") & (o.split == "train")].file:
+        assert (one / f).read_bytes() == (big / f).read_bytes()
+    # still nothing of the test build
+    assert not set(t[t.cls == "solar_mono"].source_item) & set(v[v.cls == "solar_mono"].source_item)
+    assert not set(t[(t.cls == "coins") & (t.split == "test")].source_item) & set(v[v.cls == "coins"].source_item)
+    assert all(int(b.split(",")[2]) <= 256 for b in v[(v.cls == "brick") & (v.split == "test")].crop_box)
+    with pytest.raises(DataError, match="val_scale"):
+        build_mini(tmp_path / "x", size=32, profile="smoke", split="test", val_scale=2)
