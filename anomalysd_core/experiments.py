@@ -740,9 +740,10 @@ def gap_table(scores: pd.DataFrame | None, key: str, ref: str, n: int = 1000, la
     # only the seeds at which every compared value was run (the paired draw needs the same images)
     seeds = set.intersection(*(set(g["seed"]) for _, g in d.groupby(key)))
     d = d[d["seed"].isin(seeds)]
-    b = bootstrap_gain(d, key, ref, n)
-    b = b[b[key] != ref]
     lab = METHOD_LABELS if labels is None else labels
+    order = {v: i for i, v in enumerate(dict.fromkeys(list(lab) + list(d[key])))}  # labels' order, then the table's
+    b = bootstrap_gain(d, key, ref, n)
+    b = b[b[key] != ref].sort_values(key, key=lambda c: c.map(order), kind="stable")
     return pd.DataFrame({key: [lab.get(v, v) for v in b[key]],
                          "difference": [f"{g * 100:+.1f}" for g in b["gain"]],
                          "bootstrap sd": [fmt(x * 100) for x in b["sd"]],
@@ -755,7 +756,8 @@ def gap_table(scores: pd.DataFrame | None, key: str, ref: str, n: int = 1000, la
 #: What each ablation's settings are compared with (the full method) and the rows left out:
 #: Table 4's "prompt: hierarchical" is the same run as "mask: designed"; Table 5 compares
 #: AnomalySD's inference-mask variants only.
-ABLATION_REFS = {"table3": ("both", {}, ()), "table4": ("mask: designed", {}, ("prompt: hierarchical",)),
+ABLATION_REFS = {"table3": ("both", {"method": "anomalysd"}, ()),
+                 "table4": ("mask: designed", {"method": "anomalysd"}, ("prompt: hierarchical",)),
                  "table5": ("ms+proto", {"method": "anomalysd"}, ())}
 
 

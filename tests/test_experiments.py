@@ -490,7 +490,8 @@ def test_ablation_gaps_compare_with_the_full_method_and_leave_out_its_copies():
                 rows.append(dict(setting=setting, shots=1, seed=0, method="anomalysd", variant="", file=f"{i}.png",
                                  label=y, score=float(y * good + good * rng.normal(0, 0.01)), **{"class": c}))
     sc = pd.DataFrame(rows)
-    gaps = ex.ablation_gaps("table4", sc, n=100)
+    with_knn = pd.concat([sc, sc.assign(method="proto-knn", score=0.0)])  # each setting's kNN map rows too
+    gaps = ex.ablation_gaps("table4", with_knn, n=100)
     assert list(gaps["setting"]) == ["mask: random"]  # the hierarchical prompt is the same run
     r = gaps.iloc[0]
     assert float(r["difference"]) == -50.0 and r["sure"] == "yes"  # 0.5 (all tied) against 1.0

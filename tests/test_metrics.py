@@ -257,3 +257,17 @@ def test_bootstrap_gain_equals_resampling_the_images_with_scikit_learn():
     assert got.loc["a", "sd"] == pytest.approx(np.std(gains), abs=1e-12)
     assert got.loc["a", "lo"] == pytest.approx(np.percentile(gains, 2.5), abs=1e-12)
     assert got.loc["b", "gain"] == 0 and got.loc["b", "sd"] == 0
+
+
+def test_bootstrap_gain_refuses_unpaired_scores():
+    import pandas as pd
+
+    from anomalysd_core.metrics import bootstrap_gain
+
+    rows = [dict(seed=0, method=m, file=f"{i}.png", label=i % 2, score=float(i), **{"class": "x"})
+            for m in ("a", "b") for i in range(6)]
+    twice = pd.DataFrame(rows + [dict(rows[0], score=9.0)])  # one image of "a" scored twice
+    with pytest.raises(ValueError, match="method 'a', class 'x' does not score each image"):
+        bootstrap_gain(twice, "method", "b", n=5)
+    with pytest.raises(ValueError, match="no scores"):
+        bootstrap_gain(pd.DataFrame(rows + [dict(r, seed=1) for r in rows[:6]]), "method", "b", n=5)  # no "b" at seed 1
