@@ -770,6 +770,11 @@ def ablation_gaps(name: str, scores: pd.DataFrame | None, n: int = 1000) -> pd.D
     return gap_table(scores, "setting", ref, n, labels={}, **where)
 
 
+def noise_gaps(scores: pd.DataFrame | None, default: float, n: int = 1000) -> pd.DataFrame:
+    """``gap_table`` of the noise sweep: AnomalySD at each lambda against the profile's ``default``."""
+    return gap_table(scores, "setting", f"lambda={float(default):g}", n, labels={}, method="anomalysd")
+
+
 def gap_sentence(gaps: pd.DataFrame, key: str, ref_label: str) -> str:
     """One sentence from a ``gap_table``: which differences to ``ref_label`` the test images can
     tell from zero, and which they cannot."""

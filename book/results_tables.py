@@ -242,7 +242,11 @@ if ns is not None:
     glue("noise_table", html_table(ex.noise_table(ns).round(1)), display=False)
     glue("noise_per_class", html_table(ex.noise_per_class(ns)), display=False)
     n_sent = ex.noise_sentences(ns, profile, get_config(profile).noise_strength)
+    ns_scores = ex.load_scores("noise_sweep", profile, rdir)
+    glue("noise_gaps", html_table(ex.noise_gaps(ns_scores, get_config(profile).noise_strength)
+                                  if ns_scores is not None else missing("noise_sweep")), display=False)
 else:
+    glue("noise_gaps", html_table(missing("noise_sweep")), display=False)
     glue("noise_table", html_table(missing("noise_sweep")), display=False)
     glue("noise_per_class", html_table(missing("noise_sweep")), display=False)
     n_sent = {}

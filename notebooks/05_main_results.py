@@ -35,7 +35,7 @@
 # | AUROC, average precision, F1-max | Necessary | image and pixel metrics |
 # | PRO (per-region overlap) | Helpful | {doc}`../results` defines it |
 #
-# **Time to learn**: 20 minutes. **Run time**: about 28 minutes on a 2-core CPU for the mini profile
+# **Time to learn**: 20 minutes. **Run time**: about 27 minutes on a 2-core CPU for the mini profile
 # (shot counts 1, 2 and 4 at 3 seeds, each a fine-tune and one inpainting per mask and test image,
 # the 0-shot row at one seed, and the automatic-lambda row, on both cores); every result is cached
 # in `runs/`, so a re-run takes a few minutes.

@@ -501,3 +501,12 @@ def test_ablation_gaps_compare_with_the_full_method_and_leave_out_its_copies():
     five = pd.concat([five, five[five["setting"] == "full"].assign(setting="proto-knn", method="proto-knn")])
     assert set(ex.ablation_gaps("table5", five, n=50)["setting"]) == {"full", "ms"}  # AnomalySD's variants only
     assert ex.ablation_gaps("table3", None).empty
+
+
+def test_noise_gaps_compare_each_lambda_with_the_default():
+    rows = [dict(setting=f"lambda={lam:g}", shots=1, seed=s, method=m, variant="", file=f"{i}.png", label=int(i < 4),
+                 score=float(i < 4) if lam == 0.2 else 0.0, **{"class": "x"})
+            for lam in (0.2, 0.4) for s in (0, 1) for m in ("anomalysd", "proto-knn") for i in range(8)]
+    gaps = ex.noise_gaps(pd.DataFrame(rows), 0.4, n=50)
+    assert list(gaps["setting"]) == ["lambda=0.2"] and gaps["difference"].iloc[0] == "+50.0"
+    assert (gaps["seeds"] == 2).all()
