@@ -195,8 +195,8 @@ def notebook_hashes(src: Path, profile: str, params: dict, results_dir: Path | N
     # write results would otherwise re-run after every run of their own)
     if results_dir is not None and "results_dir" in params and Path(src).resolve() in {
             p.resolve() for p in BOOK_NOTEBOOKS}:
-        files = [p for p in results_dir.glob("*") if p.is_file() and p.name != TIMES_FILE
-                 and p.suffix in (".csv", ".json") and not p.name.startswith(".")]
+        files = sorted(p for p in results_dir.rglob("*") if p.is_file() and p.name != TIMES_FILE
+                       and p.suffix in (".csv", ".json") and not p.name.startswith("."))  # val-x3/ too
         h["results"] = _files_hash(files) if files else "absent"
         h["notebook_times"] = _times_fingerprint(results_dir / TIMES_FILE, Path(src).stem)
     return h

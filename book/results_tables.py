@@ -254,12 +254,12 @@ for key in ("i-AUROC", "p-AUROC", "per_class", "default"):
     glue(f"noise_{key.replace('-', '_')}_text", n_sent.get(key, not_yet("noise_sweep")))
 
 
-def glue_study(key: str, name: str, table) -> None:
+def glue_study(key: str, name: str, table, script: str = "") -> None:
     """Glue ``table(df)`` of ``results/<profile>/<name>.csv`` (a validation study of
-    ``benchmarks/<name>.py``) as ``key``, or a note naming the script that makes the CSV."""
+    ``benchmarks/<script or name>.py``) as ``key``, or a note naming the script that makes the CSV."""
     csv = rdir / f"{name}.csv"
     out = table(pd.read_csv(csv)) if csv.is_file() else pd.DataFrame({"note": [
-        f"results/{profile}/{name}.csv is made by benchmarks/{name}.py"]})
+        f"results/{profile}/{name}.csv is made by benchmarks/{script or name}.py"]})
     glue(key, html_table(out), display=False)
 
 
@@ -311,6 +311,9 @@ glue_study("blur_validation", "map_blur_validation", _blur_table)
 glue_study("floor_validation", "proto_floor_validation", _floor_table)
 glue_study("alpha_validation", "fusion_alpha_validation", _alpha_table)
 glue_study("choice_noise", "choice_noise_validation", _choice_table)
+# the same two studies on the three-times larger validation build (data build-mini --val-scale 3)
+glue_study("choice_noise_x3", "val-x3/choice_noise_validation", _choice_table, "choice_noise_validation")
+glue_study("alpha_validation_x3", "val-x3/fusion_alpha_validation", _alpha_table, "fusion_alpha_validation")
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)
