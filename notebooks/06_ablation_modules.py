@@ -104,6 +104,16 @@ for key in ("best_i_auroc", "best_p_auroc", "spread"):
 display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 
 # %% [markdown]
+# How sure is each difference on these test images? Each setting's difference in image AUROC to
+# fine-tuning both modules, with the 95% interval of a paired bootstrap over the test images
+# (`experiments.ablation_gaps`, from `table3_scores.csv`); "sure" means that the interval leaves
+# out 0.
+
+# %%
+gaps = ex.ablation_gaps("table3", ex.load_scores("table3", profile, rdir))
+display(html_table(gaps))
+
+# %% [markdown]
 # Computed from the tables above:
 #
 # - {glue:text}`t3_best_i_auroc`

@@ -113,6 +113,16 @@ for key in ("best_i_auroc", "best_p_auroc", "spread"):
 display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 
 # %% [markdown]
+# How sure is each difference on these test images? Each setting's difference in image AUROC to the
+# full method (its second row, the same run, left out), with the 95% interval of a paired bootstrap
+# over the test images (`experiments.ablation_gaps`, from `table4_scores.csv`); "sure" means that
+# the interval leaves out 0.
+
+# %%
+gaps = ex.ablation_gaps("table4", ex.load_scores("table4", profile, rdir))
+display(html_table(gaps))
+
+# %% [markdown]
 # Computed from the tables above (the two rows of the full method are one run, so they tie):
 #
 # - {glue:text}`t4_best_i_auroc`

@@ -109,6 +109,16 @@ glue("t5_knn_p", ex.fmt(100 * d.loc["proto-knn", "p_auroc"]) if "proto-knn" in d
 display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 
 # %% [markdown]
+# How sure is each difference on these test images? Each variant's difference in image AUROC to
+# `ms+proto`, with the 95% interval of a paired bootstrap over the test images
+# (`experiments.ablation_gaps`, from `table5_scores.csv`); "sure" means that the interval leaves
+# out 0.
+
+# %%
+gaps = ex.ablation_gaps("table5", ex.load_scores("table5", profile, rdir))
+display(html_table(gaps))
+
+# %% [markdown]
 # Computed from the tables above:
 #
 # - {glue:text}`t5_best_i_auroc`
