@@ -753,6 +753,15 @@ def gap_table(scores: pd.DataFrame | None, key: str, ref: str, n: int = 1000, la
                         columns=cols).reset_index(drop=True)
 
 
+def table1_gaps(scores: pd.DataFrame | None, n: int = 1000) -> tuple[int | None, pd.DataFrame]:
+    """``gap_table`` of Table 1: every method against AnomalySD at 1 shot (the largest shot count
+    when 1 was not run); returns ``(shots, table)`` (``(None, empty)`` without scores)."""
+    if scores is None or not len(scores):
+        return None, gap_table(None, "method", "anomalysd")
+    shots = 1 if 1 in set(scores["shots"]) else int(scores["shots"].max())
+    return shots, gap_table(scores, "method", "anomalysd", n, shots=shots)
+
+
 #: What each ablation's settings are compared with (the full method) and the rows left out:
 #: Table 4's "prompt: hierarchical" is the same run as "mask: designed"; Table 5 compares
 #: AnomalySD's inference-mask variants only.
@@ -780,8 +789,10 @@ def gap_sentence(gaps: pd.DataFrame, key: str, ref_label: str) -> str:
     tell from zero, and which they cannot."""
     if not len(gaps):
         return "No per-image scores: the differences were not bootstrapped."
-    sure = [f"{r[key]} ({r['difference']}, {r['95% interval']})" for _, r in gaps.iterrows() if r["sure"] == "yes"]
-    unsure = [f"{r[key]} ({r['difference']}, {r['95% interval']})" for _, r in gaps.iterrows() if r["sure"] != "yes"]
+    said = {"yes": [], "no": []}
+    for _, r in gaps.iterrows():
+        said[r["sure"]].append(f"{r[key]} ({r['difference']}, {r['95% interval']})")
+    sure, unsure = said["yes"], said["no"]
     out = [f"Against {ref_label}, in points of image AUROC with the 95% bootstrap interval over the test images:"]
     if sure:
         out.append("clearly different: " + "; ".join(sure) + ".")

@@ -307,8 +307,8 @@ def bootstrap_gain(scores, key: str, ref, n: int = 1000, seed: int = 0):
     scores = scores.sort_values(["seed", key, "class", "file"])
     groups = {k: g for k, g in scores.groupby(["seed", key, "class"])}
     seeds, values, classes = (sorted(scores[c].unique()) for c in ("seed", key, "class"))
-    sizes = {c: len(groups[(seeds[0], values[0], c)]) for c in classes}
     files = {c: list(groups[(seeds[0], values[0], c)]["file"]) for c in classes}
+    sizes = {c: len(f) for c, f in files.items()}
     for (s, v, c), g in groups.items():
         if list(g["file"]) != files[c] or len(set(files[c])) != len(files[c]):
             raise ValueError(f"bootstrap_gain: seed {s}, {key} {v!r}, class {c!r} does not score each image "

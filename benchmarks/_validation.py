@@ -10,8 +10,6 @@ import argparse
 import os
 from pathlib import Path
 
-from anomalysd_core.metrics import bootstrap_gain  # noqa: F401  (the studies' paired bootstrap)
-
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -200,8 +200,7 @@ for key in ("shots_trend", "best_method", "gap", "seed_std", "same_draws"):
     glue(f"t1_{key}", t1_sent.get(key, not_yet("table1")))
 t1_scores = ex.load_scores("table1", profile, rdir)
 if t1 is not None and t1_scores is not None:
-    gap_shots = 1 if 1 in set(t1_scores["shots"]) else int(t1_scores["shots"].max())
-    t1_gaps = ex.gap_table(t1_scores, "method", "anomalysd", shots=gap_shots)
+    gap_shots, t1_gaps = ex.table1_gaps(t1_scores)
     glue("t1_gap_text", ex.gap_sentence(t1_gaps, "method", f"AnomalySD at {gap_shots} shot(s)"))
 else:
     t1_gaps = missing("table1")

@@ -121,8 +121,7 @@ summary
 # Pixel AUROC pools tens of thousands of pixels and is not bootstrapped here.
 
 # %%
-gap_shots = 1 if 1 in shots else max(shots)
-gaps = ex.gap_table(ex.load_scores("table1", profile, rdir), "method", "anomalysd", shots=gap_shots)
+gap_shots, gaps = ex.table1_gaps(ex.load_scores("table1", profile, rdir))
 glue("gap_shots", str(gap_shots))
 glue("table1_gaps", html_table(gaps), display=False)
 glue("t1_gap_text", ex.gap_sentence(gaps, "method", "AnomalySD"))

@@ -263,6 +263,8 @@ def test_table1_baselines_and_timings(over, tmp_path):
     gaps = ex.gap_table(sc, "method", "anomalysd", n=50, shots=1)
     assert set(gaps["method"]) == {"AnomalySD, automatic λ", "Prototype kNN map", "PatchCore"}
     assert (gaps["seeds"] == 1).all() and gaps["sure"].isin(["yes", "no"]).all()
+    assert ex.table1_gaps(sc, n=50)[0] == 1 and ex.table1_gaps(sc, n=50)[1].equals(gaps)  # 1 shot when run
+    assert ex.table1_gaps(sc[sc["shots"] == 0], n=50)[0] == 0 and ex.table1_gaps(None)[0] is None
     with pytest.raises(ValueError, match="'spade' is not in the scores"):
         ex.gap_table(sc, "method", "spade", shots=1)
 

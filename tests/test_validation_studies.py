@@ -10,6 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import _validation  # noqa: E402
 
+from anomalysd_core.metrics import bootstrap_gain  # noqa: E402
+
 
 def _scores(n_per_class=12, seeds=(0, 1)):
     """Two variants on the same images: 'good' ranks every anomaly first, 'ref' is noise."""
@@ -26,7 +28,7 @@ def _scores(n_per_class=12, seeds=(0, 1)):
 
 
 def test_bootstrap_gain_of_a_perfect_ranking_is_sure_and_of_a_copy_is_nothing():
-    boot = _validation.bootstrap_gain(_scores(), "variant", "ref", n=200).set_index("variant")
+    boot = bootstrap_gain(_scores(), "variant", "ref", n=200).set_index("variant")
     assert boot.loc["ref", "gain"] == 0 and boot.loc["ref", "sd"] == 0
     assert boot.loc["same", "gain"] == 0 and boot.loc["same", "sd"] == 0  # paired: identical scores, no spread
     good = boot.loc["good"]
@@ -34,8 +36,8 @@ def test_bootstrap_gain_of_a_perfect_ranking_is_sure_and_of_a_copy_is_nothing():
 
 
 def test_bootstrap_spread_shrinks_with_more_images():
-    small = _validation.bootstrap_gain(_scores(8), "variant", "ref", n=200).set_index("variant")
-    large = _validation.bootstrap_gain(_scores(64), "variant", "ref", n=200).set_index("variant")
+    small = bootstrap_gain(_scores(8), "variant", "ref", n=200).set_index("variant")
+    large = bootstrap_gain(_scores(64), "variant", "ref", n=200).set_index("variant")
     assert large.loc["good", "sd"] < small.loc["good", "sd"]
 
 
