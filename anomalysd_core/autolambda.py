@@ -52,6 +52,7 @@ from skimage import draw
 
 from .config import Config
 from .metrics import image_metrics, pixel_metrics
+from .scoring import image_score
 
 KINDS = ("cutpaste", "noise", "stain", "scratch")
 CANDIDATES = Config.auto_lambdas  # the default candidates (config.py says why 0.8 is not one)
@@ -166,12 +167,14 @@ def choose(curve: dict, default: float, tol: float | None = None) -> float:
     return min(tied, key=lambda k: (abs(k - default), k))
 
 
-def selection_curves(score_map, clean: list, images: list, masks: list, candidates=CANDIDATES) -> dict:
+def selection_curves(score_map, clean: list, images: list, masks: list, candidates=CANDIDATES,
+                     top: float = 0.0) -> dict:
     """Per candidate lambda, from ``score_map(image, lambda) -> (H, W) anomaly map``:
 
     * ``pixel``: pixel AUROC pooled over the clean and the defective views (defect pixels against
       every other pixel);
-    * ``image``: image AUROC of the maps' maxima (eq 21's S_I), defective views against clean ones;
+    * ``image``: image AUROC of the maps' image scores (S_I, ``scoring.image_score`` with ``top``),
+      defective views against clean ones;
     * ``criterion``: the curve named by ``CRITERION``, what ``choose`` maximises.
     Returns {"pixel": {lam: v}, "image": {...}, "criterion": {...}}.
     """
@@ -181,7 +184,7 @@ def selection_curves(score_map, clean: list, images: list, masks: list, candidat
     for lam in map(float, candidates):
         maps = np.stack([score_map(img, lam) for img in list(clean) + list(images)])
         px = float(pixel_metrics(gt, maps)["auroc"])
-        im = float(image_metrics(labels, maps.reshape(len(maps), -1).max(1))["auroc"]) if clean else float("nan")
+        im = float(image_metrics(labels, [image_score(m, top) for m in maps])["auroc"]) if clean else float("nan")
         out["pixel"][lam], out["image"][lam] = px, im
         out["criterion"][lam] = {"pixel": px, "image": im}[CRITERION]
     return out
@@ -200,7 +203,7 @@ def select(detector, cls: str, shots: list, kind: str, cfg, default: float) -> d
         inter = detector.intermediates(img, cls, seed=cfg.seed, strength=lam)
         return detector.fuse(inter).S_map
 
-    curves = selection_curves(score_map, clean, images, masks, cfg.auto_lambdas)
+    curves = selection_curves(score_map, clean, images, masks, cfg.auto_lambdas, cfg.image_score_top)
     rec = {"lambda": choose(curves["criterion"], default)}
     rec.update({name: {f"{k:g}": v for k, v in c.items()} for name, c in curves.items()})
     rec.update(n_views=len(images), kinds=[KINDS[v % len(KINDS)] for v in range(len(images))],

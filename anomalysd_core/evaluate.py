@@ -42,7 +42,7 @@ LATENT_KEYS = [k for k in INFER_KEYS if k not in ("distance", "backbone", "proto
     "dataset", "data_root", "base_model", "text_encoder", "seed"]
 # what the choice of noise_strength="auto" depends on besides the model (autolambda.py)
 AUTO_KEYS = [k for k in INFER_KEYS if k not in _LAMBDA_KEYS] + [
-    "seed", "mask_variant", "alpha", "blur_sigma_512", "auto_lambdas", "auto_views"]
+    "seed", "mask_variant", "alpha", "blur_sigma_512", "image_score_top", "auto_lambdas", "auto_views"]
 METRIC_COLUMNS = ["i_auroc", "i_aupr", "i_f1max", "p_auroc", "p_pro", "p_f1max"]
 
 

@@ -526,7 +526,8 @@ def noise_sweep(profile: str = "mini", lambdas=(0.2, 0.4, 0.6, 0.8), seeds=(0,),
 
 # The mini fine-tune, distance, noise strength and map post-processing of the book before the
 # validation studies (notebook 10 compares them with the current defaults, one change at a time)
-PAPER_MAP = dict(blur_sigma_512=4.0, proto_floor="none", alpha=0.1)  # eq (15) and eq (21) as in the paper
+# eq (15), eq (21) and the image score as in the paper
+PAPER_MAP = dict(blur_sigma_512=4.0, proto_floor="none", alpha=0.1, image_score_top=0.0)
 EARLIER_MINI = dict(unet_steps=150, decoder_steps=50, lr=1e-4, lr_schedule="constant", noise_strength=0.4,
                     distance="lite0", **PAPER_MAP)
 

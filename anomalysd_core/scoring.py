@@ -8,7 +8,7 @@ prototype-guided mask and the perceptual distance. For one test image of class c
 2. inpaints the image under the 85 grid masks and M^(p) in batched U-Net calls (eq 11);
 3. measures D(x, x^) for every inpainting (eq 16-17);
 4. fuses: S^(k) (eq 18), harmonic mean S_ms (eq 19), S_pg (eq 20), S_map (eq 21), a Gaussian blur
-   and S_I = max S_map.
+   and the image score S_I = max S_map (mini: the mean of its highest 2 %, ``image_score``).
 
 Steps 1-3 give the per-image ``Intermediates`` that ``evaluate`` caches (the per-scale maps S^(k)
 of eq 18 rather than the N distance maps they are made of: every fused variant needs only them);
@@ -78,9 +78,27 @@ def blur(m: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian_filter(m, sigma=sigma, mode="nearest") if sigma > 0 else m
 
 
+def image_score(S_map: np.ndarray, top: float = 0.0) -> float:
+    """S_I: the maximum of S_map (the paper) or, with ``top > 0``, the mean of its ``top`` fraction
+    of highest pixels (at least one), which one noisy pixel of a normal image cannot dominate.
+
+    Examples
+    --------
+    >>> m = np.zeros((10, 10)); m[0, :2] = [1.0, 0.5]
+    >>> image_score(m), image_score(m, top=0.02)
+    (1.0, 0.75)
+    """
+    if top <= 0:
+        return float(S_map.max())
+    flat = np.ravel(S_map)
+    k = max(1, int(round(top * flat.size)))
+    return float(np.partition(flat, flat.size - k)[flat.size - k:].mean())
+
+
 def fuse(inter: Intermediates, grid: np.ndarray, variant: str = "ms+proto", alpha: float = 0.1,
-         sigma: float = 4.0, scales=None) -> ScoreMaps:
-    """Eq (18)-(21) for one image; ``variant`` picks the inference masks of Table 5.
+         sigma: float = 4.0, scales=None, top: float = 0.0) -> ScoreMaps:
+    """Eq (18)-(21) for one image, and the image score S_I (:func:`image_score` with ``top``);
+    ``variant`` picks the inference masks of Table 5.
 
     * ``full``: one full-image mask (the k = 1 grid mask), S_map = D(x, x^_full);
     * ``ms``: the multi-scale masks, S_map = S_ms;
@@ -108,7 +126,7 @@ def fuse(inter: Intermediates, grid: np.ndarray, variant: str = "ms+proto", alph
     else:
         raise ValueError(f"unknown inference-mask variant {variant!r}; use 'full', 'ms' or 'ms+proto'")
     out.S_map = blur(s.astype(np.float32), sigma)
-    out.score = float(out.S_map.max())
+    out.score = image_score(out.S_map, top)
     return out
 
 
@@ -227,7 +245,8 @@ class AnomalySD:
     def fuse(self, inter: Intermediates, variant: str | None = None, alpha: float | None = None,
              scales=None) -> ScoreMaps:
         return fuse(inter, self.grid_np, variant or self.cfg.mask_variant,
-                    self.cfg.alpha if alpha is None else alpha, self.cfg.blur_sigma, scales)
+                    self.cfg.alpha if alpha is None else alpha, self.cfg.blur_sigma, scales,
+                    self.cfg.image_score_top)
 
     def score(self, img, cls: str, seed: int = 0) -> ScoreMaps:
         return self.fuse(self.intermediates(img, cls, seed))

@@ -1,8 +1,10 @@
 """How sure is each inference choice of mini? A paired bootstrap on the *validation* build.
 
-Mini departs from the paper's inference in three settings, each chosen on ``data/mini-val`` by its
-own study: the blur of S_map (``map_blur_validation.py``), the floor on eq (15)'s threshold
-(``proto_floor_validation.py``) and the weight of S_pg in eq (21) (``fusion_alpha_validation.py``).
+Mini departs from the paper's inference in four settings (``experiments.PAPER_MAP``), each chosen
+on a validation build by its own study: the blur of S_map (``map_blur_validation.py``), the floor
+on eq (15)'s threshold (``proto_floor_validation.py``), the weight of S_pg in eq (21)
+(``fusion_alpha_validation.py``) and the image score (``image_score_validation.py``); the last two
+on the three times larger ``data/mini-x3-val``.
 For each seed (1 shot) this scores the validation images with mini's defaults and, for each
 choice, with that one setting put back to the paper's value (the inpaintings are cached and
 shared; only M^(p) differs for the floor). ``metrics.bootstrap_gain`` then draws the images of

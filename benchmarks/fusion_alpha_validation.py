@@ -3,13 +3,16 @@
 Eq (21) fuses S_map = (1 - alpha) S_ms + alpha S_pg with the paper's alpha = 0.1. Mini's M^(p)
 is thresholded no lower than the shots' own errors (``proto_floor="shots"``), so it covers little
 of a normal image and S_pg carries more signal than the paper's weight lets through. For each
-seed (1 shot, the profile's other defaults, ``data/mini-val``) this scores the validation images
+seed (1 shot, the profile's other defaults, ``--data-root``; mini's 0.9 was chosen on the three
+times larger build ``data/mini-x3-val``) this scores the validation images
 once and fuses the same intermediates at every ``--alphas`` value (``evaluate.evaluate`` with
 several alphas: fusion only, no inpainting again). One row per seed, alpha and class goes to
 ``results/<profile>/fusion_alpha_validation.csv`` with the run's provenance. How sure the chosen
 weight's gain is: ``choice_noise_validation.py``.
 
     python benchmarks/fusion_alpha_validation.py --seeds 0 1 2
+    python benchmarks/fusion_alpha_validation.py --data-root data/mini-x3-val --seeds 0 1 2 \
+        --results-dir results/mini/val-x3
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import _validation  # noqa: E402  (benchmarks/_validation.py)
 
 def main(argv=None) -> None:
     ap = _validation.parser(__doc__.splitlines()[0])
-    ap.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+    ap.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
                     help="weights of S_pg in eq 21 (the paper: 0.1)")
     args = _validation.checked(ap.parse_args(argv))
     import pandas as pd

@@ -295,6 +295,13 @@ def _alpha_table(a):
     return a.rename(index={0: "ms+proto"}).reset_index(drop=True)
 
 
+def _top_table(t):
+    t = t.groupby(["method", "top", "seed"])["i_auroc"].mean().groupby(["method", "top"]).mean() * 100
+    t = t.map("{:.1f}".format).unstack()
+    t.columns = ["max (the paper)" if c == 0 else f"top {c * 100:g} %" for c in t.columns]
+    return t.rename(index={"anomalysd": "AnomalySD", "protoknn": "prototype kNN map"}).reset_index()
+
+
 def _choice_table(c):
     pct = lambda v: f"{v * 100:+.1f}"  # noqa: E731
     return pd.DataFrame({"setting": c["choice"], "mini": c["mini"].astype(str), "paper": c["paper"].astype(str),
@@ -303,16 +310,18 @@ def _choice_table(c):
                          "gain in p-AUROC": c["p_gain"].map(pct)})
 
 
-# how the automatic-lambda criterion, mini's map blur, its floor on eq 15 and its weight alpha of
-# eq 21 were chosen (data/mini-val)
+# how the automatic-lambda criterion, mini's map blur and its floor on eq 15 were chosen
+# (data/mini-val), with the first choice of alpha and the first choice-noise study
 glue_study("auto_validation", "auto_lambda_validation", _auto_table)
 glue_study("blur_validation", "map_blur_validation", _blur_table)
 glue_study("floor_validation", "proto_floor_validation", _floor_table)
 glue_study("alpha_validation", "fusion_alpha_validation", _alpha_table)
 glue_study("choice_noise", "choice_noise_validation", _choice_table)
-# the same two studies on the three-times larger validation build (data build-mini --val-scale 3)
+# the three-times larger validation build (data build-mini --val-scale 3): alpha and the image
+# score chosen there, then every choice's noise
 glue_study("choice_noise_x3", "val-x3/choice_noise_validation", _choice_table, "choice_noise_validation")
 glue_study("alpha_validation_x3", "val-x3/fusion_alpha_validation", _alpha_table, "fusion_alpha_validation")
+glue_study("image_score_x3", "val-x3/image_score_validation", _top_table, "image_score_validation")
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)

@@ -179,7 +179,7 @@ per_class
 # ## Exercises
 #
 # 1. Evaluate `ms+proto` with $\alpha \in \{0, 0.1, 0.3, 0.6, 0.9\}$ (`evaluate.evaluate(fitted,
-#    alphas=[...])` reuses the cache). Mini's 0.6 was chosen on the validation build
+#    alphas=[...])` reuses the cache). Mini's 0.9 was chosen on the validation build
 #    (`benchmarks/fusion_alpha_validation.py`): is it also the optimum on the test images, and how
 #    far apart are neighbouring values compared with the seed-to-seed spread?
 # 2. Fuse only the scales $k \ge 2$ (`fuse(..., scales=...)`): is the full-image mask useful

@@ -88,3 +88,8 @@ def test_every_mini_deviation_from_the_paper_is_on_the_deviations_page():
     missing = sorted(differing - named - set(explained_elsewhere))
     assert not missing, f"mini differs from the paper in {missing}, which book/deviations.md does not name"
     assert "alpha" in named and "proto_floor" in named
+    rows = {f: line for line in page.splitlines() if line.startswith("| ") for f in ("alpha", "image_score_top")
+            if f"`{f}`" in line.rstrip(" |").rsplit("|", 1)[-1]}
+    # the rows give mini's values as they are
+    assert f"$\\alpha = {mini.alpha:g}$" in rows["alpha"], f"the deviations page's alpha row does not say {mini.alpha:g}"
+    assert f"`image_score_top = {mini.image_score_top:g}`" in rows["image_score_top"]

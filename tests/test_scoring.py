@@ -121,3 +121,27 @@ def test_to_tensor_layouts():
     assert t.shape == (1, 3, 8, 8)
     np.testing.assert_array_equal(t[0].permute(1, 2, 0).numpy(), hwc)
     assert sc.to_tensor(t[0]).shape == (1, 3, 8, 8) and sc.to_tensor(t).shape == (1, 3, 8, 8)
+
+
+def test_image_score_is_the_max_or_the_mean_of_the_top_fraction(grid):
+    rng = np.random.default_rng(0)
+    m = rng.random((SIZE, SIZE)).astype(np.float32)
+    assert sc.image_score(m) == pytest.approx(m.max()) == pytest.approx(sc.image_score(m, 0.0))
+    top = np.sort(m.ravel())[::-1]
+    k = round(0.05 * m.size)
+    assert sc.image_score(m, 0.05) == pytest.approx(top[:k].mean())
+    assert sc.image_score(m, 1e-9) == pytest.approx(m.max())  # at least one pixel
+    assert sc.image_score(m, 1.0) == pytest.approx(m.mean())
+    # one hot pixel sets the max but hardly a top-5 % mean; a hot region sets both
+    spot, region = np.zeros_like(m), np.zeros_like(m)
+    spot[3, 3] = 1.0
+    region[:8, :8] = 0.5
+    assert sc.image_score(spot) > sc.image_score(region)
+    assert sc.image_score(spot, 0.05) < sc.image_score(region, 0.05)
+    # the detector reduces its map with the config's fraction
+    cfg = get_config("smoke", image_size=SIZE, grid_scales=SCALES, image_score_top=0.05)
+    det = sc.AnomalySD(cfg, comp=None, backbone=None, distance=None)
+    got = det.fuse(_inter(grid[1]))
+    assert got.score == pytest.approx(sc.image_score(got.S_map, 0.05))
+    assert got.score < got.S_map.max()
+    assert get_config("paper").image_score_top == 0 and get_config("mini").image_score_top == 0.02
