@@ -267,10 +267,14 @@ def _auto_table(v):
     return v.rename(columns={"i_auroc": "i-AUROC (validation)", "p_auroc": "p-AUROC (validation)"}).reset_index()
 
 
+def _image_slash_pixel(study, by: list):
+    """'image / pixel' AUROC in percent per ``by``: class means per seed, then the mean over seeds."""
+    m = study.groupby(by + ["seed"])[["i_auroc", "p_auroc"]].mean().groupby(by).mean() * 100
+    return m["i_auroc"].map("{:.1f}".format) + " / " + m["p_auroc"].map("{:.1f}".format)
+
+
 def _blur_table(b):
-    b = b.groupby(["method", "blur_sigma_512", "seed"])[["i_auroc", "p_auroc"]].mean().groupby(
-        ["method", "blur_sigma_512"]).mean() * 100
-    b = (b["i_auroc"].map("{:.1f}".format) + " / " + b["p_auroc"].map("{:.1f}".format)).unstack()
+    b = _image_slash_pixel(b, ["method", "blur_sigma_512"]).unstack()
     b.columns = [f"σ₅₁₂ = {c:g}" for c in b.columns]
     return b.reset_index()
 
@@ -289,8 +293,7 @@ def _floor_table(fl):
 
 
 def _alpha_table(a):
-    a = a.groupby(["alpha", "seed"])[["i_auroc", "p_auroc"]].mean().groupby("alpha").mean() * 100
-    a = (a["i_auroc"].map("{:.1f}".format) + " / " + a["p_auroc"].map("{:.1f}".format)).to_frame().T
+    a = _image_slash_pixel(a, ["alpha"]).to_frame().T
     a.columns = [f"α = {c:g}" for c in a.columns]
     return a.rename(index={0: "ms+proto"}).reset_index(drop=True)
 
