@@ -190,7 +190,9 @@ plt.show()
 
 # %%
 first, last = means.columns[0], means.columns[-1]
-prev = models[-3][0]  # the last model with the paper's threshold of eq 15
+labels = [m for m, _ in models]
+floored = "+ floor on eq 15"
+prev = labels[labels.index(floored) - 1]  # the last model with the paper's threshold of eq 15
 
 
 def _pct(v):
@@ -207,8 +209,8 @@ sent = [
     f"With the paper's threshold (eq 15) $M^{{(p)}}$ covers {_pct(means.loc['proto_cover_normal', prev])} "
     f"of a normal image and {_pct(means.loc['proto_cover_anomal', prev])} of an anomalous one, and holds "
     f"{_pct(means.loc['proto_hit', prev])} of the defect pixels; with the floor, "
-    f"{_pct(means.loc['proto_cover_normal', last])}, {_pct(means.loc['proto_cover_anomal', last])} and "
-    f"{_pct(means.loc['proto_hit', last])}.",
+    f"{_pct(means.loc['proto_cover_normal', floored])}, {_pct(means.loc['proto_cover_anomal', floored])} "
+    f"and {_pct(means.loc['proto_hit', floored])}.",
     "Image AUROC (class mean), one change at a time: " + " -> ".join(
         f"{100 * means.loc['i_auroc', m]:.1f}" for m in means.columns) + "; pixel AUROC of $S_{ms}$: "
     + " -> ".join(f"{100 * means.loc['pixel_auroc_ms', m]:.1f}" for m in means.columns) + ".",
