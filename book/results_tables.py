@@ -321,10 +321,11 @@ glue_study("floor_validation", "proto_floor_validation", _floor_table)
 glue_study("alpha_validation", "fusion_alpha_validation", _alpha_table)
 glue_study("choice_noise", "choice_noise_validation", _choice_table)
 # the three-times larger validation build (data build-mini --val-scale 3): alpha and the image
-# score chosen there, then every choice's noise
+# score chosen there, then every choice's noise and the automatic-lambda rule checked there
 glue_study("choice_noise_x3", "val-x3/choice_noise_validation", _choice_table, "choice_noise_validation")
 glue_study("alpha_validation_x3", "val-x3/fusion_alpha_validation", _alpha_table, "fusion_alpha_validation")
 glue_study("image_score_x3", "val-x3/image_score_validation", _top_table, "image_score_validation")
+glue_study("auto_validation_x3", "val-x3/auto_lambda_validation", _auto_table, "auto_lambda_validation")
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)
