@@ -307,15 +307,17 @@ def bootstrap_gain(scores, key: str, ref, n: int = 1000, seed: int = 0):
     scores = scores.sort_values(["seed", key, "class", "file"])
     groups = {k: g for k, g in scores.groupby(["seed", key, "class"])}
     seeds, values, classes = (sorted(scores[c].unique()) for c in ("seed", key, "class"))
+    if ref not in values:
+        raise ValueError(f"bootstrap_gain: the reference {key} {ref!r} has no scores (have {values})")
+    missing = [(s, v, c) for s in seeds for v in values for c in classes if (s, v, c) not in groups]
+    if missing:
+        raise ValueError(f"bootstrap_gain: no scores for (seed, {key}, class) {missing[:3]}")
     files = {c: list(groups[(seeds[0], values[0], c)]["file"]) for c in classes}
     sizes = {c: len(f) for c, f in files.items()}
     for (s, v, c), g in groups.items():
         if list(g["file"]) != files[c] or len(set(files[c])) != len(files[c]):
             raise ValueError(f"bootstrap_gain: seed {s}, {key} {v!r}, class {c!r} does not score each image "
                              f"of the others once (a paired bootstrap needs the same images everywhere)")
-    missing = [(s, v, c) for s in seeds for v in values for c in classes if (s, v, c) not in groups]
-    if missing:
-        raise ValueError(f"bootstrap_gain: no scores for (seed, {key}, class) {missing[:3]}")
     rng = np.random.default_rng(seed)
     draws = [[rng.integers(0, sizes[c], sizes[c]) for c in classes] for _ in range(n)]
     counts = {c: np.vstack([np.ones(sizes[c])] + [np.bincount(d[i], minlength=sizes[c]) for d in draws])

@@ -271,3 +271,7 @@ def test_bootstrap_gain_refuses_unpaired_scores():
         bootstrap_gain(twice, "method", "b", n=5)
     with pytest.raises(ValueError, match="no scores"):
         bootstrap_gain(pd.DataFrame(rows + [dict(r, seed=1) for r in rows[:6]]), "method", "b", n=5)  # no "b" at seed 1
+    with pytest.raises(ValueError, match="no scores"):
+        bootstrap_gain(pd.DataFrame(rows[6:] + [dict(r, seed=1) for r in rows]), "method", "b", n=5)  # no "a" at seed 0
+    with pytest.raises(ValueError, match="reference method 'c' has no scores"):
+        bootstrap_gain(pd.DataFrame(rows), "method", "c", n=5)
