@@ -94,14 +94,19 @@ earlier = dict(ex.EARLIER_MINI) if profile == "mini" else {}  # smoke: its own t
 paper_map = dict(ex.PAPER_MAP) if profile == "mini" else {}
 lite0 = {"distance": "lite0", **paper_map} if profile == "mini" else {}
 cfg = get_config(profile, shots=shots, seed=seed, **over)
+# mini's inference choices in the order they were made; each step takes one more of them, and
+# the choices not yet taken stay at the paper's values (PAPER_MAP)
+inference_steps = [("+ blur of 1 px", "blur_sigma_512"), ("+ floor on eq 15", "proto_floor"),
+                   (f"+ weight {cfg.alpha:g} of S_pg", "alpha"),
+                   (f"default: + S_I = mean of top {cfg.image_score_top:.0%}", "image_score_top")]
+taken = [field for _, field in inference_steps]
 models = [("CPU base, short fine-tune, Lite0 D", {**earlier, "base_model": cpu_base_model}),
           ("GPU base, short fine-tune, Lite0 D", earlier),
           ("GPU base, default fine-tune, Lite0 D", lite0),
-          ("+ colour D", paper_map),
-          ("+ blur of 1 px", {k: v for k, v in paper_map.items() if k != "blur_sigma_512"}),
-          ("+ floor on eq 15", {k: paper_map[k] for k in ("alpha", "image_score_top")} if paper_map else {}),
-          (f"+ weight {cfg.alpha:g} of S_pg", {"image_score_top": paper_map["image_score_top"]} if paper_map else {}),
-          (f"default: + S_I = mean of top {cfg.image_score_top:.0%}", {})]
+          ("+ colour D", paper_map)]
+models += [(label, {k: paper_map[k] for k in taken[i + 1:] if k in paper_map})
+           for i, (label, _) in enumerate(inference_steps)]
+assert profile != "mini" or set(taken) == set(paper_map), "every PAPER_MAP choice needs its step"
 print(f"default: U-Net {cfg.unet_steps} steps, decoder {cfg.decoder_steps} steps, lr {cfg.lr:g} "
       f"({cfg.lr_schedule}), lambda {cfg.noise_strength:g}, distance {cfg.distance}; "
       f"earlier: {earlier or 'the profile values'}")
