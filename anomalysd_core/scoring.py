@@ -88,7 +88,9 @@ def image_score(S_map: np.ndarray, top: float = 0.0) -> float:
     >>> image_score(m), image_score(m, top=0.02)
     (1.0, 0.75)
     """
-    if top <= 0:
+    if not 0 <= top <= 1:
+        raise ValueError(f"image_score: top must be a fraction of the map's pixels in [0, 1], got {top!r}")
+    if top == 0:
         return float(S_map.max())
     flat = np.ravel(S_map)
     k = max(1, int(round(top * flat.size)))

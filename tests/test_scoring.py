@@ -132,6 +132,9 @@ def test_image_score_is_the_max_or_the_mean_of_the_top_fraction(grid):
     assert sc.image_score(m, 0.05) == pytest.approx(top[:k].mean())
     assert sc.image_score(m, 1e-9) == pytest.approx(m.max())  # at least one pixel
     assert sc.image_score(m, 1.0) == pytest.approx(m.mean())
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=f"top must be a fraction.*{bad}"):
+            sc.image_score(m, bad)
     # one hot pixel sets the max but hardly a top-5 % mean; a hot region sets both
     spot, region = np.zeros_like(m), np.zeros_like(m)
     spot[3, 3] = 1.0
