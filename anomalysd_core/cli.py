@@ -47,7 +47,7 @@ def cmd_build_mini(args):
     size = args.size or get_config(args.profile).image_size  # what ensure_mini expects: no rebuild
     with Timer() as t:
         out = build_mini(args.out, size=size, seed=args.seed, profile=args.profile, split=args.split,
-                         val_scale=args.val_scale)
+                         val_scale=args.val_scale, holdout=args.holdout)
     print(f"wrote {out} (manifest.csv, samples.png) in {t.seconds:.1f} s")
 
 
@@ -190,6 +190,8 @@ def main(argv=None):
                    help="val: the validation build that settings are chosen on (use --seed 1, as data/mini-val)")
     b.add_argument("--val-scale", type=int, default=1,
                    help="with --split val: this many times the test images per class (default 1)")
+    b.add_argument("--holdout", action="store_true",
+                   help="with --split val: textures' shots and test crops from disjoint regions, as in the test build")
     b.set_defaults(fn=cmd_build_mini)
 
     p = sub.add_parser("pretrain", help="pre-train the mini base model (VAE, then inpainting U-Net)")

@@ -402,18 +402,29 @@ def _defect_plan(rng, types, n):
     return [types[order[i % len(types)]] for i in range(n)]
 
 
-def _build_texture(cls, root: Path, size, seed, counts, rng, split="test"):
+def _build_texture(cls, root: Path, size, seed, counts, rng, split="test", holdout=False):
+    """Texture crops. The test build's shots come from rows 0-255 and its test crops from rows
+    256-511. The validation build never reads rows 256-511: its crops all come from rows 0-255,
+    where test crops may overlap the shots, or, with ``holdout``, its shots come from columns
+    0-255 and its test crops from columns 256-511, disjoint regions as in the test build."""
     rows = []
     span = 256 - TEXTURE_CROP
     test_top = 0 if split == "val" else 256  # the validation build never reads the bottom half
 
     def box(region):
         y0 = int(rng.integers(0, span + 1)) + (0 if region == "train" else test_top)
-        x0 = int(rng.integers(0, 512 - TEXTURE_CROP + 1))
+        if holdout:  # split == "val": left and right quarters of the top half
+            x0 = int(rng.integers(0, span + 1)) + (0 if region == "train" else 256)
+        else:
+            x0 = int(rng.integers(0, 512 - TEXTURE_CROP + 1))
         return (y0, x0, y0 + TEXTURE_CROP, x0 + TEXTURE_CROP)
 
-    regions = {"train": "top half (rows 0-255)",
-               "test": "top half (rows 0-255)" if split == "val" else "bottom half (rows 256-511)"}
+    if holdout:
+        regions = {"train": "top left (rows 0-255, columns 0-255)",
+                   "test": "top right (rows 0-255, columns 256-511)"}
+    else:
+        regions = {"train": "top half (rows 0-255)",
+                   "test": "top half (rows 0-255)" if split == "val" else "bottom half (rows 256-511)"}
 
     def row(split, label, defect, file, b, mask_file="", area=0.0, detail=""):
         return dict(cls=cls, kind="texture", split=split, label=label, defect=defect, file=file,
@@ -595,7 +606,7 @@ def _is_mini_build(path: Path) -> bool:
 
 
 def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", split: str = "test",
-               val_scale: int = 1) -> Path:
+               val_scale: int = 1, holdout: bool = False) -> Path:
     """Build the benchmark into ``out_dir`` (MVTec-AD layout) and return its path.
 
     ``split="val"`` builds the *validation* benchmark that settings are chosen on, with the same
@@ -608,6 +619,12 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
     test images come only from the coins the test build leaves unused (4 in ``mini``), so beyond
     those only their defective images multiply.
 
+    ``holdout`` (validation only) takes the textures' shots and test crops from disjoint regions
+    (the top half's left and right columns), so that, as in the test build, no test crop shows a
+    pixel of a shot; without it they come from the same rows and often overlap, which favours the
+    memory-bank methods (their normal scores fall as the overlap grows). Coins and solar cells
+    are the same either way: their shots and test images are other coins and other cells already.
+
     The build goes into a hidden sibling folder, the marker ``build_complete.json`` is written
     last, and only then is the folder renamed onto ``out_dir``: an interrupted build never leaves a
     half-written ``out_dir``. An existing ``out_dir`` is replaced only if it is an earlier mini
@@ -619,6 +636,9 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
         raise DataError(f"unknown mini split {split!r}; choose 'test' or 'val'")
     if not isinstance(val_scale, (int, np.integer)) or val_scale < 1 or (val_scale > 1 and split != "val"):
         raise DataError(f"val_scale must be an integer >= 1, and above 1 only for split='val'; got {val_scale!r}")
+    if holdout and split != "val":
+        raise DataError("holdout applies to the validation build only (split='val'); "
+                        "the test build's textures are held out by rows already")
     if not isinstance(size, (int, np.integer)) or size < 16:
         raise DataError(f"mini image size must be an integer >= 16, got {size!r}")
     size, seed = int(size), int(seed)
@@ -639,7 +659,7 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
             elif cls == "coins":
                 new = _build_coins(cls, tmp, size, seed, spec, rng, split, base)
             else:
-                new = _build_texture(cls, tmp, size, seed, spec, rng, split)
+                new = _build_texture(cls, tmp, size, seed, spec, rng, split, holdout)
             rows += new
             write_json_atomic(tmp / cls / "meta.json", {
                 "kind": info["kind"], "source": info["source"], "licence": info["licence"],
@@ -652,7 +672,8 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
                     if split == "test" else
                     ("training coins of the test build; test images from the coins it does not use"
                      if cls == "coins" else "cells unused by the test build" if cls.startswith("solar_")
-                     else "train and test crops both from rows 0-255 (may overlap)")),
+                     else "train crops from rows 0-255 and columns 0-255, test crops from rows 0-255 and "
+                     "columns 256-511" if holdout else "train and test crops both from rows 0-255 (may overlap)")),
             })
         import pandas as pd
 
@@ -660,7 +681,7 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
         _samples_png(tmp, rows, spec["classes"], size)
         write_json_atomic(tmp / MARKER, {
             "profile": profile, "split": split, "size": size, "seed": seed, "version": BUILD_VERSION,
-            "val_scale": int(val_scale),
+            "val_scale": int(val_scale), "holdout": bool(holdout),
             "classes": list(spec["classes"]), "n_images": len(rows)})
         os.chmod(tmp, 0o755)
         if out.exists():

@@ -223,3 +223,23 @@ def test_a_larger_validation_build_keeps_its_shots_and_avoids_the_test_build(smo
     assert all(int(b.split(",")[2]) <= 256 for b in v[(v.cls == "brick") & (v.split == "test")].crop_box)
     with pytest.raises(DataError, match="val_scale"):
         build_mini(tmp_path / "x", size=32, profile="smoke", split="test", val_scale=2)
+
+
+def test_a_holdout_validation_build_keeps_texture_shots_and_test_crops_apart(smoke, tmp_path):
+    from anomalysd_core.mini import VAL_SEED
+
+    plain = build_mini(tmp_path / "plain-val", size=32, seed=VAL_SEED, profile="smoke", split="val")
+    held = build_mini(tmp_path / "held-val", size=32, seed=VAL_SEED, profile="smoke", split="val", holdout=True)
+    assert json.loads((held / MARKER).read_text())["holdout"] is True
+    m, p = pd.read_csv(held / "manifest.csv"), pd.read_csv(plain / "manifest.csv")
+    boxes = lambda df, split: [tuple(map(int, b.split(","))) for b in df[(df.cls == "brick") & (df.split == split)].crop_box]  # noqa: E731
+    train, test = boxes(m, "train"), boxes(m, "test")
+    assert train and test
+    assert all(b[2] <= 256 and b[3] <= 256 for b in train)  # top left
+    assert all(b[2] <= 256 and b[1] >= 256 for b in test)  # top right: no pixel of any shot
+    assert "columns 256-511" in json.loads((held / "brick" / "meta.json").read_text())["train_test_split"]
+    # the other classes are the plain validation build's
+    for f in p[p.cls == "coins"].file:
+        assert (plain / f).read_bytes() == (held / f).read_bytes()
+    with pytest.raises(DataError, match="holdout"):
+        build_mini(tmp_path / "x", size=32, profile="smoke", split="test", holdout=True)
