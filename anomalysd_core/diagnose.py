@@ -4,7 +4,8 @@ AnomalySD's anomaly map is a chain: the VAE must reconstruct a normal image (els
 differs), the inpainting must repaint normal content faithfully and anomalous content as normal
 (eq 11), the distance D must then be larger on anomalous pixels than on normal ones (eq 16-17),
 the prototype mask M^(p) must cover the anomaly and little else (eq 12-15), and the image score
-S_I = max S_map (eq 21) must come from the anomaly rather than from the worst normal pixel.
+S_I (eq 21: max S_map, or the mean of its top few percent) must come from the anomaly rather than
+from the worst normal pixel.
 ``stage_table`` measures each link per class from the cached intermediates of ``evaluate``, so a
 reader can see which link breaks:
 
@@ -20,7 +21,7 @@ column                    meaning
 ``proto_cover_anomal``    fraction of an anomalous image inside M^(p)
 ``proto_hit``             fraction of defect pixels inside M^(p) (1 is ideal)
 ``max_on_defect``         fraction of anomalous images whose S_map maximum lies on the defect
-``i_auroc``               image AUROC of S_I = max S_map (the fused variant asked for)
+``i_auroc``               image AUROC of S_I (eq 21: max S_map, or the config's top fraction)
 ========================  ==================================================================
 
 Examples

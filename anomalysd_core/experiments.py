@@ -1034,6 +1034,71 @@ def per_class_by(df: pd.DataFrame, by: str = "setting", method: str = "anomalysd
     return t
 
 
+def prototype_term_table(table5_df: pd.DataFrame, stage: pd.DataFrame) -> pd.DataFrame:
+    """Per class: what the prototype term of eq (21) adds to the image AUROC (``ms+proto`` minus
+    ``ms`` of Table 5) beside where its mask M^(p) falls (``diagnose.stage_table`` of the same
+    model): the share of a normal and of a defective test image inside M^(p), and the share of the
+    defect inside it. Percent; one row per class, then the class mean.
+
+    Examples
+    --------
+    >>> t5 = pd.DataFrame({"method": "anomalysd", "class": ["a", "a"], "setting": ["ms", "ms+proto"],
+    ...                    "i_auroc": [0.9, 0.6]})
+    >>> st = pd.DataFrame({"class": ["a"], "proto_cover_normal": [0.05], "proto_cover_anomal": [0.02],
+    ...                    "proto_hit": [0.2]})
+    >>> prototype_term_table(t5, st).loc[0, ["ms", "ms+proto", "gain"]].tolist()
+    [90.0, 60.0, -30.0]
+    """
+    d = table5_df[(table5_df["method"] == "anomalysd") & (table5_df["class"] != "mean")]
+    i = d.groupby(["class", "setting"], sort=False)["i_auroc"].mean().unstack("setting") * 100
+    out = pd.DataFrame({"ms": i["ms"], "ms+proto": i["ms+proto"], "gain": i["ms+proto"] - i["ms"]})
+    cover = stage[stage["class"] != "mean"].set_index("class")[
+        ["proto_cover_normal", "proto_cover_anomal", "proto_hit"]] * 100
+    cover.columns = ["M(p) of a normal image", "M(p) of a defective image", "defect inside M(p)"]
+    out = out.join(cover, how="left").reset_index().rename(columns={"index": "class"})
+    mean = out.drop(columns="class").mean(numeric_only=True)
+    return pd.concat([out, pd.DataFrame([{"class": "mean", **mean.to_dict()}])], ignore_index=True)
+
+
+def prototype_term_sentence(table: pd.DataFrame, alpha: float | None = None) -> str:
+    """Which classes the prototype term helps and hurts, and where M^(p) falls on them
+    (``prototype_term_table``), as one paragraph computed from the numbers; ``alpha`` is the
+    weight of S_pg in eq (21)."""
+    t = table[table["class"] != "mean"].dropna(subset=["gain"])
+    if t.empty:
+        return "No class has both `ms` and `ms+proto` rows yet."
+    lose, win = t[t["gain"] < 0], t[t["gain"] > 0]
+    cn, ca, hit = "M(p) of a normal image", "M(p) of a defective image", "defect inside M(p)"
+
+    def where(r) -> str:
+        if not np.isfinite(r[cn]):
+            return f"{r['class']} {r['gain']:+.1f}"
+        h = f", {r[hit]:.0f} % of the defect" if np.isfinite(r[hit]) else ""
+        return f"{r['class']} {r['gain']:+.1f} (M(p): {r[cn]:.1f} % of a normal image, {r[ca]:.1f} % of a defective one{h})"
+
+    parts = []
+    if len(win):
+        parts.append("The prototype term raises the image AUROC on "
+                     + "; ".join(where(r) for _, r in win.sort_values("gain", ascending=False).iterrows()))
+    if len(lose):
+        parts.append("it lowers it on " + "; ".join(where(r) for _, r in lose.sort_values("gain").iterrows()))
+    text = ", and ".join(parts) + "."
+    text = text[0].upper() + text[1:]
+    inverted = lose[lose[cn] > lose[ca]]
+    if len(inverted):
+        text += (f" On {', '.join(inverted['class'])} the mask covers more of a normal test image than of a "
+                 "defective one: these normal images hold patches far from every patch of the shot (what "
+                 "M^(p) marks), and the repainting error inside it becomes the image's score.")
+    missed = lose[(lose[cn] <= lose[ca]) & (lose[hit] < 50)]
+    if len(missed):
+        keep = f" keeps only {1 - alpha:.0%} of S_ms there (alpha = {alpha:g})" if alpha is not None else \
+            " weights S_ms down there"
+        text += (f" On {', '.join(missed['class'])} the mask falls on the defective images but holds less "
+                 f"than half of the defect, and the fused map{keep}, while S_ms alone scores "
+                 + ", ".join(f"{r['ms']:.1f}" for _, r in missed.iterrows()) + ".")
+    return text
+
+
 def _concordant(ours: pd.Series, paper: pd.Series) -> tuple[int, int]:
     """Pairs of settings ordered the same way by both sides (pairs tied on either side skipped)."""
     keys = [k for k in paper.index if k in ours.index and np.isfinite(ours[k])]

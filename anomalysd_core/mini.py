@@ -621,9 +621,10 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
 
     ``holdout`` (validation only) takes the textures' shots and test crops from disjoint regions
     (the top half's left and right columns), so that, as in the test build, no test crop shows a
-    pixel of a shot; without it they come from the same rows and often overlap, which favours the
-    memory-bank methods (their normal scores fall as the overlap grows). Coins and solar cells
-    are the same either way: their shots and test images are other coins and other cells already.
+    pixel of a shot; without it they come from the same rows and often overlap, which can favour
+    the memory-bank methods (a test crop that shows part of a shot finds exact matches in the
+    memory). Coins and solar cells are the same either way: their shots and test images are other
+    coins and other cells already.
 
     The build goes into a hidden sibling folder, the marker ``build_complete.json`` is written
     last, and only then is the folder renamed onto ``out_dir``: an interrupted build never leaves a

@@ -326,6 +326,46 @@ glue_study("choice_noise_x3", "val-x3/choice_noise_validation", _choice_table, "
 glue_study("alpha_validation_x3", "val-x3/fusion_alpha_validation", _alpha_table, "fusion_alpha_validation")
 glue_study("image_score_x3", "val-x3/image_score_validation", _top_table, "image_score_validation")
 glue_study("auto_validation_x3", "val-x3/auto_lambda_validation", _auto_table, "auto_lambda_validation")
+# the held-out build (data build-mini --val-scale 3 --holdout): textures' shots and test crops
+# from disjoint regions, as in the test build; the same studies again, and where M^(p) falls
+glue_study("alpha_validation_x3h", "val-x3h/fusion_alpha_validation", _alpha_table, "fusion_alpha_validation")
+glue_study("image_score_x3h", "val-x3h/image_score_validation", _top_table, "image_score_validation")
+glue_study("choice_noise_x3h", "val-x3h/choice_noise_validation", _choice_table, "choice_noise_validation")
+glue_study("auto_validation_x3h", "val-x3h/auto_lambda_validation", _auto_table, "auto_lambda_validation")
+
+
+def _builds_table(name: str, cell, test=None):
+    """One column per validation build (``cell(df)``: a Series per class) and, if given, the test
+    images' (``test``), side by side; a note where a build's CSV is missing."""
+    cols = {}
+    for build, label in (("val-x3", "validation x3"), ("val-x3h", "held-out validation x3")):
+        csv = rdir / build / f"{name}.csv"
+        if csv.is_file():
+            cols[label] = cell(pd.read_csv(csv))
+    if test is not None:
+        cols["test images (seed 0)"] = test
+    if not cols:
+        return pd.DataFrame({"note": [f"results/{profile}/val-x3*/{name}.csv are made by benchmarks/{name}.py"]})
+    return pd.DataFrame(cols).rename_axis("class").reset_index()
+
+
+def _alpha_by_class(a, alphas=(0.1, 0.9)):
+    """'image AUROC at the first / at the last of ``alphas``' per class (mean over seeds)."""
+    m = a[a["alpha"].isin(alphas)].groupby(["class", "alpha"])["i_auroc"].mean().unstack() * 100
+    return m[alphas[0]].map("{:.1f}".format) + " → " + m[alphas[-1]].map("{:.1f}".format)
+
+
+def _cover(st):
+    """'M^(p) share of a normal / of a defective image' (percent) per class, mean over seeds."""
+    m = st[st["class"] != "mean"].groupby("class")[["proto_cover_normal", "proto_cover_anomal"]].mean() * 100
+    return m["proto_cover_normal"].map("{:.1f}".format) + " / " + m["proto_cover_anomal"].map("{:.1f}".format)
+
+
+glue("alpha_by_class", html_table(_builds_table("fusion_alpha_validation", _alpha_by_class)), display=False)
+diag = loaded.get("diagnosis", (None, None))[0]
+diag_test = _cover(diag[diag["model"] == diag["model"].iloc[-1]]) if diag is not None else None
+glue("proto_cover_builds", html_table(_builds_table("stage_validation", _cover, diag_test)), display=False)
+
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
 auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)

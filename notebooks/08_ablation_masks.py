@@ -166,11 +166,39 @@ glue("table5_per_class", html_table(per_class, index=True), display=False)
 per_class
 
 # %% [markdown]
+# The class means hide opposite effects. Where does the prototype term help, and where does it
+# hurt? `diagnose.stage_table` measures where the prototype mask $M^{(p)}$ falls on the same
+# model's test images ({doc}`10_diagnosis` explains every column); `experiments.prototype_term_table`
+# puts it beside each class's gain from `ms` to `ms+proto` (image AUROC, percent):
+
+# %%
+from anomalysd_core.diagnose import stage_table
+
+proto_tab = ex.prototype_term_table(df, stage_table(fitted))
+display(html_table(proto_tab.round(1)))
+proto_text = ex.prototype_term_sentence(proto_tab, cfg.alpha)
+glue("t5_proto_text", proto_text)
+
+# %% [markdown]
+# {glue:text}`t5_proto_text`
+#
+# So the prototype term is a bet on the shots: it pays where the $K$ normal images show what a
+# normal test image may look like (objects placed alike, such as the coins and the solar cells),
+# and it costs where a normal test image holds texture that no shot shows. On mini's textures the
+# test crops come from the other half of the source image than the shots. The weight $\alpha$
+# of the prototype term is one number for all classes, chosen on the class mean of a validation
+# build; {doc}`../deviations` shows, class by class, what it cost there and where $M^{(p)}$ fell
+# on the validation images.
+
+# %% [markdown]
 # ## Summary
 #
 # - The three inference-mask variants of Table 5 were fused from one run's cached intermediates,
 #   so they differ in nothing but eq (18)-(21).
 # - The sentences above compare the winner and the ordering with the paper's, from the numbers.
+# - The prototype term helps the classes whose normal test images the shots resemble and hurts
+#   those whose normal test images hold texture no shot shows; where $M^{(p)}$ falls on the test
+#   images (section 4) says which is which.
 #
 # ## What's next
 #

@@ -367,6 +367,8 @@ else:
             extra = ""
         elif np.isfinite(r["d_ratio"]):
             extra = (f" (VAE PSNR {r['vae_psnr']:.1f} dB, defect-to-normal distance ratio {r['d_ratio']:.1f}, "
+                     f"M^(p) over {_pct(r['proto_cover_normal'])} of a normal and {_pct(r['proto_cover_anomal'])} "
+                     f"of a defective image and {_pct(r['proto_hit'])} of the defect, "
                      f"maximum on the defect in {_pct(r['max_on_defect'])} of its anomalous images)")
         else:
             extra = f" (VAE PSNR {r['vae_psnr']:.1f} dB; no pixel masks, so no distance ratio)"
@@ -382,9 +384,13 @@ glue("gap_text", gap_text)
 # %% [markdown]
 # {glue:text}`gap_text`
 #
-# The remaining gap has two sources that the stage table separates. On the textures with the
+# The remaining gap has three sources that the stage table separates. On the textures with the
 # finest detail the 64-px prior still cannot repaint normal texture closely (the lowest VAE PSNR),
-# so the largest distance of a normal image competes with the defect's. And the last changes of
+# so the largest distance of a normal image competes with the defect's. Where $M^{(p)}$ covers more
+# of a normal test image than of a defective one, the prototype term, which carries most of the
+# map at mini's weight, scores the repainting error of normal texture and misses most of the
+# defect: the normal test crops hold patches far from every patch of the one shot
+# ({doc}`08_ablation_masks` measures what the term adds per class). And the last changes of
 # inference (blur, floor, weight of $S_{pg}$, image score) move single classes by more than they
 # move the mean: section 2's sentences list the last step's change per class. Each was chosen on
 # a validation build of about fifteen images per class (the weight and the image score on one of

@@ -512,3 +512,23 @@ def test_noise_gaps_compare_each_lambda_with_the_default():
     gaps = ex.noise_gaps(pd.DataFrame(rows), 0.4, n=50)
     assert list(gaps["setting"]) == ["lambda=0.2"] and gaps["difference"].iloc[0] == "+50.0"
     assert (gaps["seeds"] == 2).all()
+
+
+def test_prototype_term_table_and_sentence_name_the_classes_it_helps_and_hurts():
+    t5 = pd.DataFrame([{"method": "anomalysd", "class": c, "setting": v, "i_auroc": i}
+                       for c, ms, mp in (("coins", 0.7, 0.9), ("grass", 0.7, 0.3), ("brick", 0.95, 0.7))
+                       for v, i in (("ms", ms), ("ms+proto", mp))])
+    stage = pd.DataFrame({"class": ["coins", "grass", "brick", "mean"],
+                          "proto_cover_normal": [0.03, 0.05, 0.01, 0.03],
+                          "proto_cover_anomal": [0.06, 0.02, 0.015, 0.03],
+                          "proto_hit": [0.75, 0.2, 0.35, 0.43]})
+    t = ex.prototype_term_table(t5, stage).set_index("class")
+    assert t.loc["grass", "gain"] == pytest.approx(-40.0) and t.loc["coins", "M(p) of a defective image"] == pytest.approx(6.0)
+    assert t.loc["mean", "gain"] == pytest.approx((20 - 40 - 25) / 3)
+    s = ex.prototype_term_sentence(t.reset_index(), alpha=0.9)
+    assert s.startswith("The prototype term raises the image AUROC on coins +20.0")
+    assert "it lowers it on grass -40.0" in s and s.index("grass -40.0") < s.index("brick -25.0")
+    assert "On grass the mask covers more of a normal test image than of a defective one" in s
+    assert "On brick the mask falls on the defective images" in s and "keeps only 10% of S_ms" in s
+    assert "S_ms alone scores 95.0" in s
+    assert ex.prototype_term_sentence(t.iloc[:0].reset_index()).startswith("No class")
