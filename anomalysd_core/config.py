@@ -66,7 +66,7 @@ class Config:
     infer_batch: int = 0              # masks per UNet batch; 0 = adapt to memory
     # --- runtime ---
     device: str = "auto"              # "auto", "cpu", "cuda"
-    dtype: str = "float32"            # "float16"/"bfloat16" on GPUs that support them
+    dtype: str = "float32"            # "auto": bfloat16 or float16 on a GPU, float32 on a CPU (utils.resolve_dtype)
     out_dir: str = "runs"
 
     @property
@@ -150,7 +150,7 @@ CHOICES: dict[str, tuple] = {
     "lr_schedule": ("constant", "cosine"),
     "mask_variant": ("full", "ms", "ms+proto"),
     "proto_floor": ("none", "shots"),                                         # prototypes.shot_floor
-    "dtype": ("float32", "float16", "bfloat16"),
+    "dtype": ("auto", "float32", "float16", "bfloat16"),
 }
 #: (field, lower bound, upper bound or None, lower bound excluded)
 RANGES = [("image_size", 8, None, False), ("shots", 0, None, False), ("batch_size", 1, None, False),
@@ -167,7 +167,7 @@ PROFILES: dict[str, dict] = {
         base_model="stable-diffusion-v1-5/stable-diffusion-inpainting", text_encoder="clip",
         backbone="efficientnet_b6", distance="lpips_alex", baseline_backbone="wide_resnet50_2", batch_size=8,
         unet_epochs=4000, decoder_epochs=200, num_inference_steps=50, grid_scales=(1, 2, 4, 8),
-        noise_strength_per_class={"capsule": 0.4, "wood": 0.4, "screw": 0.4},
+        noise_strength_per_class={"capsule": 0.4, "wood": 0.4, "screw": 0.4}, dtype="auto",
     ),
     # mini's fine-tune, distance and map blur: chosen on the validation build data/mini-val
     # (benchmarks/finetune_schedule.py, notebook 10) within the CPU budget of the book: 500/100 steps

@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from . import masks as masks_mod
 from .inpaint import masked_image, unet_input
+from .models import vae_dtype
 from .prompts import sample_prompt
-from .utils import atomic_path, write_csv_atomic, write_json_atomic
+from .utils import atomic_path, autocast, write_csv_atomic, write_json_atomic
 
 FINETUNE_KEYS = ["profile", "dataset", "data_root", "classes", "base_model", "text_encoder", "image_size",
                  "shots", "seed", "finetune_unet", "finetune_decoder", "mask_design", "prompt_design",
@@ -153,8 +154,11 @@ def finetune_unet(cfg, comp, data: ShotSet, run_dir: Path, ckpt_every: int = 100
     """Eq (8) on the shots of every class with the designed masks and prompts."""
     from diffusers import DDPMScheduler
 
-    unet = comp.unet.float().train().requires_grad_(True)
+    unet = comp.unet.float().train().requires_grad_(True)  # float32 weights and Adam state
     opt = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
+    # on a GPU the forward pass runs in the inference dtype under autocast; float16's small
+    # gradients are scaled (bfloat16 has float32's range and needs no scaling)
+    scaler = torch.amp.GradScaler("cuda", enabled=comp.device.type == "cuda" and comp.dtype == torch.float16)
     steps = num_steps(cfg.unet_steps, cfg.unet_epochs, len(data), cfg.batch_size)
     ck = run_dir / "unet_ckpt.pt"
     start, losses, rng_state, gen_state = load_checkpoint(ck, unet, opt)
@@ -176,11 +180,13 @@ def finetune_unet(cfg, comp, data: ShotSet, run_dir: Path, ckpt_every: int = 100
         for p in set(prompts) - cache.keys():
             cache[p] = comp.text([p])[0]
         ctx = torch.stack([cache[p] for p in prompts]).to(dev)
-        loss = inpainting_loss(comp, unet, x.to(dev), m.to(dev), ctx, noise_sched, gen)
+        with autocast(dev, comp.dtype):
+            loss = inpainting_loss(comp, unet, x.to(dev), m.to(dev), ctx, noise_sched, gen)
         _set_lr(opt, lr_at(cfg, step, steps))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         losses.append(loss.item())
         if (step + 1) % ckpt_every == 0 and step + 1 < steps:
             save_checkpoint(ck, step + 1, unet, opt, losses, rng, gen)
@@ -211,8 +217,9 @@ def finetune_decoder(cfg, comp, data: ShotSet, distance, run_dir: Path, ckpt_eve
         x = x.to(dev)
         with torch.no_grad():
             z = comp.encode(x)
-        x_hat = comp.decode(z)
-        loss = F.mse_loss(x_hat, x) + cfg.lpips_beta * distance.loss(x, x_hat)
+        with autocast(dev, comp.dtype if comp.dtype == torch.bfloat16 else torch.float32):  # never float16
+            x_hat = comp.decode(z)
+            loss = F.mse_loss(x_hat, x) + cfg.lpips_beta * distance.loss(x, x_hat)
         _set_lr(opt, lr_at(cfg, step, steps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -322,7 +329,7 @@ def finetune(cfg, comp, shots: dict, kinds: dict, run_dir, distance=None, progre
             losses = finetune_decoder(cfg, comp, data, distance, run_dir, progress=progress)
             rows += [{"module": "decoder", "step": i, "loss": v} for i, v in enumerate(losses)]
             comp.vae.save_pretrained(run_dir / "vae")
-            comp.vae.to(comp.dtype)
+            comp.vae.to(vae_dtype(comp.dtype))
             times["decoder_s"] = time.time() - t0
         paths[module] = str(run_dir / module)
     write_csv_atomic(run_dir / "losses.csv", pd.DataFrame(rows, columns=["module", "step", "loss"]))

@@ -129,6 +129,16 @@ def check_architecture(unet, vae, text_dim: int, where: str) -> None:
                          f"not match the text encoder's width {text_dim}")
 
 
+def vae_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The VAE's dtype when the U-Net runs in ``dtype``: float32 instead of float16, whose range
+    SD's VAE decoder overflows; bfloat16 has float32's range and is kept.
+
+    >>> vae_dtype(torch.float16), vae_dtype(torch.bfloat16)
+    (torch.float32, torch.bfloat16)
+    """
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
 def read_card(base: str) -> dict:
     p = Path(base) / CARD_NAME
     return json.loads(p.read_text()) if p.is_file() else {}
@@ -136,15 +146,18 @@ def read_card(base: str) -> dict:
 
 def load_components(cfg, device=None, unet_path: str | None = None, vae_path: str | None = None,
                     dtype: torch.dtype | None = None) -> Components:
-    """Load VAE, U-Net, text encoder and DDIM scheduler for ``cfg`` (see module docstring)."""
+    """Load VAE, U-Net, text encoder and DDIM scheduler for ``cfg`` (see module docstring).
+
+    The U-Net runs in ``cfg.dtype`` as ``utils.resolve_dtype`` reads it for the device (float32 on
+    a CPU); a ``dtype`` given here is used as it is, on any device. The VAE runs in the same
+    dtype except float16, where it stays float32: SD's VAE overflows in float16 (``vae_dtype``).
+    """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-    from .utils import resolve_device
+    from .utils import resolve_device, resolve_dtype
 
     device = device if device is not None else resolve_device(cfg.device)
-    dtype = dtype or getattr(torch, cfg.dtype)
-    if device.type == "cpu" and dtype != torch.float32:
-        dtype = torch.float32  # half precision on a CPU is slower and less stable
+    dtype = dtype or resolve_dtype(cfg.dtype, device)
     base = cfg.base_model
     looks_like_hub_id = base.count("/") == 1 and not base.startswith((".", "/", "~"))
     if not Path(base).exists() and not looks_like_hub_id:
@@ -153,7 +166,7 @@ def load_components(cfg, device=None, unet_path: str | None = None, vae_path: st
                             if "mini-base" in base else ""))
     try:
         vae = AutoencoderKL.from_pretrained(vae_path or base, subfolder=None if vae_path else "vae",
-                                            torch_dtype=dtype)
+                                            torch_dtype=vae_dtype(dtype))
         unet = UNet2DConditionModel.from_pretrained(unet_path or base, torch_dtype=dtype,
                                                     subfolder=None if unet_path else "unet")
         sched = DDIMScheduler.from_pretrained(base, subfolder="scheduler")

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .finetune import load_checkpoint, save_checkpoint
+from .utils import autocast
 
 # Sources the mini benchmark uses; the corpus must not contain them.
 EXCLUDED = {"brick", "grass", "gravel", "coins"}
@@ -191,12 +192,7 @@ class Prefetch:
 
 def _autocast(device, amp: bool):
     """bf16 autocast on a CUDA device when ``amp`` (fp32 master weights, fp32 Adam), else a no-op."""
-    import contextlib
-
-    dev = torch.device(device)
-    if amp and dev.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return autocast(device, torch.bfloat16 if amp else torch.float32)
 
 
 def train_vae(comp, batches: Batches, steps: int, max_minutes: float, state: Path, lr: float = 1e-3,

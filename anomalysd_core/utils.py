@@ -74,6 +74,42 @@ def resolve_device(name: str = "auto"):
     return torch.device(name)
 
 
+def resolve_dtype(name: str, device):
+    """The compute dtype of the config's ``dtype`` on ``device``.
+
+    ``auto`` is bfloat16 on a GPU that supports it, float16 on other GPUs and float32 on a CPU;
+    float16 or bfloat16 asked for on a CPU also give float32 (slower and less stable there).
+
+    Examples
+    --------
+    >>> import torch
+    >>> resolve_dtype("auto", torch.device("cpu")), resolve_dtype("bfloat16", torch.device("cpu"))
+    (torch.float32, torch.float32)
+    """
+    import torch
+
+    if name not in ("auto", "float32", "float16", "bfloat16"):
+        raise ValueError(f"dtype {name!r} is not 'auto', 'float32', 'float16' or 'bfloat16'")
+    device = torch.device(device)
+    if device.type != "cuda" or name == "float32":
+        return torch.float32
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, name)
+
+
+def autocast(device, dtype):
+    """Mixed precision for training in ``dtype`` on a CUDA ``device`` (the weights and the
+    optimiser stay float32), else a no-op context."""
+    import contextlib
+
+    import torch
+
+    if torch.device(device).type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
 def git_commit(repo: str | os.PathLike | None = None) -> str:
     """Short commit of the code, with ``+dirty`` when tracked files outside ``results/`` differ from
     it (a regeneration rewrites the committed results while it runs; those are outputs, not code)."""
