@@ -196,6 +196,19 @@ cost = ex.cost_table(profile, rdir)
 if cost is None:
     cost = placeholder("bench_scaling.csv", f"python benchmarks/inference_speed.py --profile {profile}")
 glue("cost_table", html_table(cost), display=False)
+
+# the paper-size head-to-head measured on a GPU (benchmarks/paper_speed.py), when one has been run
+gdir = ex.get_results_dir("gpu")
+for key, name, cols in (
+        ("gpu_speed", "bench_paper_speed", ["gpu", "dtype", "engine", "s_per_image", "peak_gib", "tflop_per_image",
+                                            "fraction_of_peak", "speedup_vs_naive", "mvtec_test_hours",
+                                            "visa_test_hours"]),
+        ("gpu_finetune", "bench_paper_finetune", ["gpu", "dtype", "batch", "s_per_step", "paper_finetune_minutes"])):
+    f = gdir / f"{name}.csv"
+    g = pd.read_csv(f)[cols].round(3) if f.is_file() else pd.DataFrame([{
+        "status": f"no results/gpu/{name}.csv yet: no GPU has run it",
+        "how to make it": "python benchmarks/paper_speed.py --device cuda"}])
+    glue(key, html_table(g), display=False)
 for key in ("shots_trend", "best_method", "gap", "seed_std", "same_draws"):
     glue(f"t1_{key}", t1_sent.get(key, not_yet("table1")))
 t1_scores = ex.load_scores("table1", profile, rdir)

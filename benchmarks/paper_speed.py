@@ -1,0 +1,229 @@
+"""The head-to-head at the paper's size, measured on the device it runs on (a GPU).
+
+Both engines inpaint one 512-px image under the paper's 86 masks with 50 DDIM steps at lambda 0.4
+(21 U-Net calls per mask), with SD-1.5-inpainting-size models (``UNet2DConditionModel`` with 9
+input channels and 768-d cross-attention, SD's ``AutoencoderKL``) and random weights: the time
+does not depend on the weights. ``engine`` is ``inpaint.inpaint`` (all masks batched); ``naive``
+is one ``StableDiffusionInpaintPipeline`` call per mask (``inference_speed.NaiveEngine``). For
+each ``--dtypes`` value this measures seconds per image and peak GPU memory of both, the work per
+image from ``torch.utils.flop_counter`` (U-Net, VAE encode and decode calls times their counts),
+and the fraction of the device's peak that the engine reaches, the peak being a large matrix
+product in the same dtype timed in the same run. A U-Net fine-tuning step (batch 8, AdamW, float32
+weights, the forward pass under autocast as ``finetune.finetune_unet`` runs it) is timed too.
+
+Rows go to ``<out>/bench_paper_speed.csv`` (device, gpu, dtype, image_size, n_masks, steps,
+engine, s_per_image, peak_gib, tflop_per_image, fraction_of_peak, speedup_vs_naive, plus the
+projected hours for the MVTec-AD and VisA test sets) and ``<out>/bench_paper_finetune.csv``, both
+written atomically.
+
+    python benchmarks/paper_speed.py --device cuda --out results/gpu     # an H200: about 5 minutes
+    python benchmarks/paper_speed.py --toy --out /tmp/toy               # the same code on a CPU, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from anomalysd_core import cost as cost_mod  # noqa: E402
+from anomalysd_core.inpaint import inpaint, masked_image, unet_input  # noqa: E402
+from anomalysd_core.masks import grid_masks  # noqa: E402
+from anomalysd_core.models import Components, mini_unet_config, mini_vae_config, scheduler_config, vae_dtype  # noqa: E402
+from anomalysd_core.utils import autocast, resolve_device, write_csv_atomic  # noqa: E402
+
+MVTEC_TEST_IMAGES = cost_mod.MVTEC_TEST_IMAGES
+VISA_TEST_IMAGES = 2162  # VisA's standard "1cls" split: its test set
+FINETUNE_STEPS = 4000 * math.ceil(15 / 8)  # the paper's 4000 epochs over 15 MVTec classes x 1 shot, batch 8
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def timed(fn, dev: torch.device) -> tuple[float, float]:
+    """(seconds, peak GiB of GPU memory; NaN on a CPU) of one call of ``fn``."""
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+    sync(dev)
+    t0 = time.perf_counter()
+    fn()
+    sync(dev)
+    sec = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == "cuda" else float("nan")
+    return sec, peak
+
+
+def random_models(toy: bool, dev: torch.device):
+    """U-Net and VAE with random weights: SD-1.5-inpainting's configs, or mini's for ``--toy``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    if toy:
+        unet_kw, vae_kw, size, text_dim = mini_unet_config(16, 32), mini_vae_config(64), 64, 32
+    else:
+        unet_kw = dict(in_channels=9, out_channels=4, cross_attention_dim=768, sample_size=64)
+        vae_kw = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=512,
+                      down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                      block_out_channels=(128, 256, 512, 512), layers_per_block=2)
+        size, text_dim = 512, 768
+    with torch.device("meta"):
+        unet, vae = UNet2DConditionModel(**unet_kw), AutoencoderKL(**vae_kw)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    for m in (unet, vae):  # random weights without the default initialisers' cost
+        m.to_empty(device=dev)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.02, generator=gen)
+            for b in m.buffers():
+                b.zero_()
+        m.requires_grad_(False).eval()
+    return unet, vae, size, text_dim
+
+
+def components(unet, vae, dev, dtype) -> Components:
+    from diffusers import DDIMScheduler
+
+    return Components(vae.to(vae_dtype(dtype)), unet.to(dtype), None, DDIMScheduler(**scheduler_config()), dev, dtype)
+
+
+def tflop_per_image(comp: Components, x, masks, ctx, counts: cost_mod.CallCounts) -> float:
+    """Work of one image: one U-Net call, one encode and one decode counted by the FLOP counter,
+    times the calls the method makes (``cost.calls_per_image``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = masks[:1]
+    with torch.inference_mode():
+        z = comp.encode(x).to(comp.dtype)
+        zo = comp.encode(masked_image(x, m)).to(comp.dtype)
+        ml = torch.nn.functional.interpolate(m, size=z.shape[-2:]).to(comp.dtype)
+        t = torch.tensor([500], device=comp.device)
+        flops = {}
+        for name, fn in (("unet", lambda: comp.unet(unet_input(z, zo, ml), t, encoder_hidden_states=ctx)),
+                         ("encode", lambda: comp.encode(x)), ("decode", lambda: comp.decode(z))):
+            with FlopCounterMode(display=False) as fc:
+                fn()
+            flops[name] = fc.get_total_flops()
+    total = flops["unet"] * counts.unet + flops["encode"] * counts.vae_encode + flops["decode"] * counts.vae_decode
+    return total / 1e12
+
+
+def peak_tflops(dev: torch.device, dtype, n: int) -> float:
+    """Measured peak of this device: a large (n x n) matrix product in ``dtype``."""
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    reps = 20 if dev.type == "cuda" else 3
+    sec, _ = timed(lambda: [a @ b for _ in range(reps)], dev)
+    return 2 * n ** 3 * reps / sec / 1e12
+
+
+def finetune_step_seconds(unet, dev, dtype, batch: int, latent: int, text_dim: int, steps: int) -> float:
+    """Seconds per U-Net training step: float32 weights and AdamW, forward under autocast."""
+    unet = unet.float().train().requires_grad_(True)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-5)
+    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and dtype == torch.float16)
+    x = torch.randn(batch, 9, latent, latent, device=dev)
+    target = torch.randn(batch, 4, latent, latent, device=dev)
+    ctx = torch.randn(batch, 77, text_dim, device=dev)
+    t = torch.randint(0, 1000, (batch,), device=dev)
+
+    def step():
+        with autocast(dev, dtype):
+            loss = torch.nn.functional.mse_loss(unet(x, t, encoder_hidden_states=ctx).sample.float(), target)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(2):
+        step()
+    sec, _ = timed(lambda: [step() for _ in range(steps)], dev)
+    unet.eval().requires_grad_(False)
+    del opt
+    return sec / steps
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto", help="auto (default), cuda or cpu")
+    ap.add_argument("--toy", action="store_true", help="mini-size models at 64 px, 5 masks, 4 steps (a CPU check)")
+    ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"],
+                    help="compute dtypes on a GPU (a CPU runs float32 only)")
+    ap.add_argument("--naive-masks", type=int, default=0,
+                    help="masks timed for the naive engine, scaled to all (default 0: all of them)")
+    ap.add_argument("--finetune-steps", type=int, default=10)
+    ap.add_argument("--out", default="results/gpu", help="folder of the two CSV files")
+    args = ap.parse_args(argv)
+    from inference_speed import NaiveEngine  # benchmarks/inference_speed.py
+
+    dev = resolve_device(args.device)
+    if dev.type != "cuda" and not args.toy:
+        raise SystemExit("the paper-size head-to-head needs a GPU (--device cuda); --toy runs the same code on a CPU")
+    dtypes = [getattr(torch, d) for d in args.dtypes] if dev.type == "cuda" else [torch.float32]
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "none"
+    unet, vae, size, text_dim = random_models(args.toy, dev)
+    scales, steps, lam = ((1, 2), 4, 0.5) if args.toy else ((1, 2, 4, 8), 50, 0.4)
+    masks = torch.cat([grid_masks(size, scales)[0].float(), torch.ones(1, 1, size, size)]).to(dev)  # + M^(p)
+    n = masks.shape[0]
+    counts = cost_mod.calls_per_image(n, lam, steps)
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(dev)
+    rows, ft_rows = [], []
+    for dt in dtypes:
+        comp = components(unet, vae, dev, dt)
+        ctx = torch.randn(1, 77, text_dim, generator=torch.Generator().manual_seed(0)).to(dev, dt)
+        inpaint(comp, x, masks[:2], ctx, lam, steps)  # warm-up (kernels, allocator)
+        eng_s, eng_gib = timed(lambda: inpaint(comp, x, masks, ctx, lam, steps), dev)
+        naive = NaiveEngine(comp)
+        k = args.naive_masks or n
+        naive(comp, x, masks[:1], ctx, lam, steps)  # warm-up
+        nv_s, nv_gib = timed(lambda: naive(comp, x, masks[:k], ctx, lam, steps), dev)
+        nv_s *= n / k
+        tflop = tflop_per_image(comp, x, masks, ctx, counts)
+        peak = peak_tflops(dev, dt, 256 if args.toy else 8192)
+        name = str(dt).replace("torch.", "")
+        for engine, sec, gib in (("batched inpaint", eng_s, eng_gib), ("one pipeline call per mask", nv_s, nv_gib)):
+            rows.append({"device": dev.type, "gpu": gpu, "dtype": name, "image_size": size, "n_masks": n,
+                         "steps": steps, "engine": engine, "s_per_image": sec, "peak_gib": gib,
+                         "tflop_per_image": tflop, "fraction_of_peak": tflop / sec / peak,
+                         "speedup_vs_naive": nv_s / sec, "peak_tflops_matmul": peak,
+                         "mvtec_test_hours": sec * MVTEC_TEST_IMAGES / 3600,
+                         "visa_test_hours": sec * VISA_TEST_IMAGES / 3600,
+                         "naive_masks_timed": k})
+        print(f"{name}: engine {eng_s:.2f} s/image ({eng_gib:.1f} GiB), naive {nv_s:.2f} s/image, "
+              f"{nv_s / eng_s:.1f}x; {tflop:.3g} TFLOP/image, {tflop / eng_s / peak:.0%} of {peak:.3g} TFLOP/s",
+              flush=True)
+        del comp, naive
+        s = finetune_step_seconds(unet, dev, dt, 2 if args.toy else 8, size // (4 if args.toy else 8), text_dim,
+                                  args.finetune_steps)
+        ft_rows.append({"device": dev.type, "gpu": gpu, "dtype": name, "batch": 2 if args.toy else 8,
+                        "s_per_step": s, "paper_finetune_steps": FINETUNE_STEPS,
+                        "paper_finetune_minutes": s * FINETUNE_STEPS / 60})
+        print(f"{name}: fine-tune step {s:.3f} s; the paper's 1-shot fine-tune {s * FINETUNE_STEPS / 60:.0f} min",
+              flush=True)
+    if dev.type == "cuda" and not args.toy:  # float32 fine-tune for scale
+        s = finetune_step_seconds(unet, dev, torch.float32, 8, size // 8, text_dim, args.finetune_steps)
+        ft_rows.append({"device": dev.type, "gpu": gpu, "dtype": "float32", "batch": 8, "s_per_step": s,
+                        "paper_finetune_steps": FINETUNE_STEPS, "paper_finetune_minutes": s * FINETUNE_STEPS / 60})
+    out = Path(args.out)
+    write_csv_atomic(out / "bench_paper_speed.csv", pd.DataFrame(rows))
+    write_csv_atomic(out / "bench_paper_finetune.csv", pd.DataFrame(ft_rows))
+    print(f"wrote {out / 'bench_paper_speed.csv'} and {out / 'bench_paper_finetune.csv'}")
+
+
+if __name__ == "__main__":
+    main()

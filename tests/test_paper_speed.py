@@ -1,0 +1,35 @@
+"""``benchmarks/paper_speed.py``, the GPU head-to-head at the paper's size, run with ``--toy`` on
+the CPU: the same code path at mini's size, so that the script is ready when a GPU is."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import paper_speed  # noqa: E402
+
+COLUMNS = ["device", "gpu", "dtype", "image_size", "n_masks", "steps", "engine", "s_per_image", "peak_gib",
+           "tflop_per_image", "fraction_of_peak", "speedup_vs_naive"]
+
+
+def test_toy_run_writes_both_tables(tmp_path):
+    paper_speed.main(["--toy", "--device", "cpu", "--finetune-steps", "1", "--out", str(tmp_path)])
+    speed = pd.read_csv(tmp_path / "bench_paper_speed.csv")
+    assert list(speed.columns[:len(COLUMNS)]) == COLUMNS
+    assert set(speed["engine"]) == {"batched inpaint", "one pipeline call per mask"}
+    assert (speed["dtype"] == "float32").all() and (speed["n_masks"] == 6).all()  # 1 + 4 grid masks + M^(p)
+    assert (speed["s_per_image"] > 0).all() and (speed["tflop_per_image"] > 0).all()
+    assert ((speed["fraction_of_peak"] > 0) & (speed["fraction_of_peak"] < 1)).all()
+    naive = speed.set_index("engine").loc["one pipeline call per mask"]
+    assert naive["speedup_vs_naive"] == pytest.approx(1.0)
+    batched = speed.set_index("engine").loc["batched inpaint"]
+    assert batched["speedup_vs_naive"] == pytest.approx(naive["s_per_image"] / batched["s_per_image"])
+    ft = pd.read_csv(tmp_path / "bench_paper_finetune.csv")
+    assert len(ft) == 1 and ft.loc[0, "s_per_step"] > 0
+    assert ft.loc[0, "paper_finetune_minutes"] == pytest.approx(ft.loc[0, "s_per_step"] * 8000 / 60)
+
+
+def test_the_paper_size_refuses_a_cpu(tmp_path):
+    with pytest.raises(SystemExit, match="needs a GPU"):
+        paper_speed.main(["--device", "cpu", "--out", str(tmp_path)])
