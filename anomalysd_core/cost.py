@@ -30,6 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 MVTEC_TEST_IMAGES = 1725  # MVTec-AD test set (METHOD.md)
+VISA_TEST_IMAGES = 2162  # VisA's test set in its standard "1cls" split
 
 
 def unet_calls_per_mask(strength: float, steps: int) -> int:

@@ -217,7 +217,7 @@ def finetune_decoder(cfg, comp, data: ShotSet, distance, run_dir: Path, ckpt_eve
         x = x.to(dev)
         with torch.no_grad():
             z = comp.encode(x)
-        with autocast(dev, comp.dtype if comp.dtype == torch.bfloat16 else torch.float32):  # never float16
+        with autocast(dev, vae_dtype(comp.dtype)):  # the VAE's rule: bfloat16, never float16
             x_hat = comp.decode(z)
             loss = F.mse_loss(x_hat, x) + cfg.lpips_beta * distance.loss(x, x_hat)
         _set_lr(opt, lr_at(cfg, step, steps))

@@ -101,8 +101,6 @@ def resolve_dtype(name: str, device):
 def autocast(device, dtype):
     """Mixed precision for training in ``dtype`` on a CUDA ``device`` (the weights and the
     optimiser stay float32), else a no-op context."""
-    import contextlib
-
     import torch
 
     if torch.device(device).type == "cuda" and dtype in (torch.float16, torch.bfloat16):

@@ -741,27 +741,40 @@ def ablation(cfg, comp, det, items, args):
 # (4) paper size, random weights
 # ---------------------------------------------------------------------------------------------
 
+# SD-1.5-inpainting's U-Net (9 input channels, 768-d cross-attention) and SD's VAE
+SD_UNET = dict(in_channels=9, out_channels=4, cross_attention_dim=768, sample_size=64)
+SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=512,
+              down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+              block_out_channels=(128, 256, 512, 512), layers_per_block=2)
+
+
+def random_models(unet_kw: dict, vae_kw: dict, device, seed: int = 0):
+    """A ``UNet2DConditionModel`` and an ``AutoencoderKL`` with random weights on ``device``, built
+    without the default initialisers' cost (timing only: the time does not depend on the weights)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet, vae = UNet2DConditionModel(**unet_kw), AutoencoderKL(**vae_kw)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for m in (unet, vae):
+        m.to_empty(device=device)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.02, generator=gen)
+            for b in m.buffers():
+                b.zero_()
+        m.requires_grad_(False).eval()
+    return unet, vae
+
+
 def paper_size(args, n_masks: int = 1):
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler
 
     from anomalysd_core.features import build_backbone, build_distance
     from anomalysd_core.models import Components, scheduler_config
 
     t_start = time.perf_counter()
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(in_channels=9, out_channels=4, cross_attention_dim=768, sample_size=64)
-        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=512,
-                            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                            block_out_channels=(128, 256, 512, 512), layers_per_block=2)
-    for m in (unet, vae):  # random weights, cheaper than the default initialisers (timing only)
-        m.to_empty(device="cpu")
-        with torch.no_grad():
-            for p in m.parameters():
-                p.normal_(0, 0.02)
-            for b in m.buffers():
-                b.zero_()
-        m.requires_grad_(False).eval()
+    unet, vae = random_models(SD_UNET, SD_VAE, "cpu")
     n_unet = sum(p.numel() for p in unet.parameters()) / 1e6
     n_vae = sum(p.numel() for p in vae.parameters()) / 1e6
     log(f"  UNet2DConditionModel default config, in_channels=9, cross_attention_dim=768: {n_unet:.0f}M params; "

@@ -5,7 +5,8 @@ Both engines inpaint one 512-px image under the paper's 86 masks with 50 DDIM st
 input channels and 768-d cross-attention, SD's ``AutoencoderKL``) and random weights: the time
 does not depend on the weights. ``engine`` is ``inpaint.inpaint`` (all masks batched); ``naive``
 is one ``StableDiffusionInpaintPipeline`` call per mask (``inference_speed.NaiveEngine``). For
-each ``--dtypes`` value this measures seconds per image and peak GPU memory of both, the work per
+each ``--dtypes`` value this measures seconds per image and the peak GPU memory above the models'
+(``inference_speed.timed``) of both, the work per
 image from ``torch.utils.flop_counter`` (U-Net, VAE encode and decode calls times their counts),
 and the fraction of the device's peak that the engine reaches, the peak being a large matrix
 product in the same dtype timed in the same run. A U-Net fine-tuning step (batch 8, AdamW, float32
@@ -25,7 +26,6 @@ import argparse
 import math
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -37,61 +37,31 @@ warnings.filterwarnings("ignore")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from inference_speed import SD_UNET, SD_VAE, NaiveEngine, random_models, timed  # noqa: E402
 
 from anomalysd_core import cost as cost_mod  # noqa: E402
-from anomalysd_core.inpaint import inpaint, masked_image, unet_input  # noqa: E402
+from anomalysd_core.inpaint import inpaint, latent_mask, masked_image, unet_input  # noqa: E402
 from anomalysd_core.masks import grid_masks  # noqa: E402
 from anomalysd_core.models import Components, mini_unet_config, mini_vae_config, scheduler_config, vae_dtype  # noqa: E402
 from anomalysd_core.utils import autocast, resolve_device, write_csv_atomic  # noqa: E402
 
-MVTEC_TEST_IMAGES = cost_mod.MVTEC_TEST_IMAGES
-VISA_TEST_IMAGES = 2162  # VisA's standard "1cls" split: its test set
 FINETUNE_STEPS = 4000 * math.ceil(15 / 8)  # the paper's 4000 epochs over 15 MVTec classes x 1 shot, batch 8
 
 
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+def seconds_and_gib(fn, dev: torch.device) -> tuple[float, float]:
+    """(seconds, GPU memory at the peak above the start in GiB; NaN on a CPU) of one call of ``fn``."""
+    _, sec, mib = timed(fn, dev, mem=dev.type == "cuda")
+    return sec, mib / 1024
 
 
-def timed(fn, dev: torch.device) -> tuple[float, float]:
-    """(seconds, peak GiB of GPU memory; NaN on a CPU) of one call of ``fn``."""
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
-    sync(dev)
-    t0 = time.perf_counter()
-    fn()
-    sync(dev)
-    sec = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated(dev) / 2 ** 30 if dev.type == "cuda" else float("nan")
-    return sec, peak
-
-
-def random_models(toy: bool, dev: torch.device):
-    """U-Net and VAE with random weights: SD-1.5-inpainting's configs, or mini's for ``--toy``."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
+def models_for(toy: bool, dev: torch.device):
+    """U-Net and VAE with random weights (SD-1.5-inpainting's configs, or mini's for ``--toy``),
+    the image size and the text width."""
     if toy:
-        unet_kw, vae_kw, size, text_dim = mini_unet_config(16, 32), mini_vae_config(64), 64, 32
-    else:
-        unet_kw = dict(in_channels=9, out_channels=4, cross_attention_dim=768, sample_size=64)
-        vae_kw = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=512,
-                      down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                      block_out_channels=(128, 256, 512, 512), layers_per_block=2)
-        size, text_dim = 512, 768
-    with torch.device("meta"):
-        unet, vae = UNet2DConditionModel(**unet_kw), AutoencoderKL(**vae_kw)
-    gen = torch.Generator(device=dev).manual_seed(0)
-    for m in (unet, vae):  # random weights without the default initialisers' cost
-        m.to_empty(device=dev)
-        with torch.no_grad():
-            for p in m.parameters():
-                p.normal_(0, 0.02, generator=gen)
-            for b in m.buffers():
-                b.zero_()
-        m.requires_grad_(False).eval()
-    return unet, vae, size, text_dim
+        unet, vae = random_models(mini_unet_config(16, 32), mini_vae_config(64), dev)
+        return unet, vae, 64, 32
+    unet, vae = random_models(SD_UNET, SD_VAE, dev)
+    return unet, vae, 512, 768
 
 
 def components(unet, vae, dev, dtype) -> Components:
@@ -109,7 +79,7 @@ def tflop_per_image(comp: Components, x, masks, ctx, counts: cost_mod.CallCounts
     with torch.inference_mode():
         z = comp.encode(x).to(comp.dtype)
         zo = comp.encode(masked_image(x, m)).to(comp.dtype)
-        ml = torch.nn.functional.interpolate(m, size=z.shape[-2:]).to(comp.dtype)
+        ml = latent_mask(m, tuple(z.shape[-2:])).to(comp.dtype)
         t = torch.tensor([500], device=comp.device)
         flops = {}
         for name, fn in (("unet", lambda: comp.unet(unet_input(z, zo, ml), t, encoder_hidden_states=ctx)),
@@ -128,7 +98,7 @@ def peak_tflops(dev: torch.device, dtype, n: int) -> float:
     for _ in range(3):
         a @ b
     reps = 20 if dev.type == "cuda" else 3
-    sec, _ = timed(lambda: [a @ b for _ in range(reps)], dev)
+    sec, _ = seconds_and_gib(lambda: [a @ b for _ in range(reps)], dev)
     return 2 * n ** 3 * reps / sec / 1e12
 
 
@@ -152,7 +122,7 @@ def finetune_step_seconds(unet, dev, dtype, batch: int, latent: int, text_dim: i
 
     for _ in range(2):
         step()
-    sec, _ = timed(lambda: [step() for _ in range(steps)], dev)
+    sec, _ = seconds_and_gib(lambda: [step() for _ in range(steps)], dev)
     unet.eval().requires_grad_(False)
     del opt
     return sec / steps
@@ -169,14 +139,12 @@ def main(argv=None) -> None:
     ap.add_argument("--finetune-steps", type=int, default=10)
     ap.add_argument("--out", default="results/gpu", help="folder of the two CSV files")
     args = ap.parse_args(argv)
-    from inference_speed import NaiveEngine  # benchmarks/inference_speed.py
-
     dev = resolve_device(args.device)
     if dev.type != "cuda" and not args.toy:
         raise SystemExit("the paper-size head-to-head needs a GPU (--device cuda); --toy runs the same code on a CPU")
     dtypes = [getattr(torch, d) for d in args.dtypes] if dev.type == "cuda" else [torch.float32]
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "none"
-    unet, vae, size, text_dim = random_models(args.toy, dev)
+    unet, vae, size, text_dim = models_for(args.toy, dev)
     scales, steps, lam = ((1, 2), 4, 0.5) if args.toy else ((1, 2, 4, 8), 50, 0.4)
     masks = torch.cat([grid_masks(size, scales)[0].float(), torch.ones(1, 1, size, size)]).to(dev)  # + M^(p)
     n = masks.shape[0]
@@ -187,11 +155,11 @@ def main(argv=None) -> None:
         comp = components(unet, vae, dev, dt)
         ctx = torch.randn(1, 77, text_dim, generator=torch.Generator().manual_seed(0)).to(dev, dt)
         inpaint(comp, x, masks[:2], ctx, lam, steps)  # warm-up (kernels, allocator)
-        eng_s, eng_gib = timed(lambda: inpaint(comp, x, masks, ctx, lam, steps), dev)
+        eng_s, eng_gib = seconds_and_gib(lambda: inpaint(comp, x, masks, ctx, lam, steps), dev)
         naive = NaiveEngine(comp)
         k = args.naive_masks or n
         naive(comp, x, masks[:1], ctx, lam, steps)  # warm-up
-        nv_s, nv_gib = timed(lambda: naive(comp, x, masks[:k], ctx, lam, steps), dev)
+        nv_s, nv_gib = seconds_and_gib(lambda: naive(comp, x, masks[:k], ctx, lam, steps), dev)
         nv_s *= n / k
         tflop = tflop_per_image(comp, x, masks, ctx, counts)
         peak = peak_tflops(dev, dt, 256 if args.toy else 8192)
@@ -201,8 +169,8 @@ def main(argv=None) -> None:
                          "steps": steps, "engine": engine, "s_per_image": sec, "peak_gib": gib,
                          "tflop_per_image": tflop, "fraction_of_peak": tflop / sec / peak,
                          "speedup_vs_naive": nv_s / sec, "peak_tflops_matmul": peak,
-                         "mvtec_test_hours": sec * MVTEC_TEST_IMAGES / 3600,
-                         "visa_test_hours": sec * VISA_TEST_IMAGES / 3600,
+                         "mvtec_test_hours": cost_mod.project_dataset_hours(sec, cost_mod.MVTEC_TEST_IMAGES),
+                         "visa_test_hours": cost_mod.project_dataset_hours(sec, cost_mod.VISA_TEST_IMAGES),
                          "naive_masks_timed": k})
         print(f"{name}: engine {eng_s:.2f} s/image ({eng_gib:.1f} GiB), naive {nv_s:.2f} s/image, "
               f"{nv_s / eng_s:.1f}x; {tflop:.3g} TFLOP/image, {tflop / eng_s / peak:.0%} of {peak:.3g} TFLOP/s",
