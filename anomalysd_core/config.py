@@ -64,6 +64,8 @@ class Config:
     blur_sigma_512: float = 4.0       # S_map's Gaussian blur sigma at 512 px, scaled with image size (mini: 8)
     image_score_top: float = 0.0      # S_I: mean of S_map's top fraction of pixels; 0 = its max (the paper; mini: 0.02)
     infer_batch: int = 0              # masks per UNet batch; 0 = adapt to memory
+    compile: str = "none"             # torch.compile mode of the U-Net and VAE calls at inference ("none":
+                                      # eager); for long runs on a GPU (benchmarks/paper_speed.py measures it)
     # --- runtime ---
     device: str = "auto"              # "auto", "cpu", "cuda"
     dtype: str = "float32"            # "auto": bfloat16 or float16 on a GPU, float32 on a CPU (utils.resolve_dtype)
@@ -130,10 +132,19 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self, keys: list[str] | None = None) -> str:
-        """Short stable hash of the fields in ``keys`` (all fields when None)."""
+        """Short stable hash of the fields in ``keys`` (all fields when None). ``dtype`` counts as the
+        dtype it computes in on this run's device (``utils.resolve_dtype``): "auto" is bfloat16 on
+        one GPU and float16 on another, and their results must not share a cache."""
         d = self.to_dict()
         if keys is not None:
             d = {k: d[k] for k in keys}
+        if "dtype" in d:
+            import warnings
+
+            from .utils import resolve_device, resolve_dtype
+            with warnings.catch_warnings():  # resolve_device warns of a missing GPU where it is used
+                warnings.simplefilter("ignore")
+                d["dtype"] = str(resolve_dtype(self.dtype, resolve_device(self.device))).replace("torch.", "")
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -151,6 +162,7 @@ CHOICES: dict[str, tuple] = {
     "mask_variant": ("full", "ms", "ms+proto"),
     "proto_floor": ("none", "shots"),                                         # prototypes.shot_floor
     "dtype": ("auto", "float32", "float16", "bfloat16"),
+    "compile": ("none", "default", "reduce-overhead", "max-autotune"),          # models.Components.compiled
 }
 #: (field, lower bound, upper bound or None, lower bound excluded)
 RANGES = [("image_size", 8, None, False), ("shots", 0, None, False), ("batch_size", 1, None, False),

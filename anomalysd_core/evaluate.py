@@ -120,7 +120,7 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
         ds, classes = open_data(cfg)
         shots = data_mod.sample_shots(ds, classes, cfg.shots, cfg.seed)
         images = {c: [data_mod.load_image(s.path, cfg.image_size) for s in shots[c]] for c in classes}
-        comp = comp or load_components(cfg, device)
+        comp = (comp or load_components(cfg, device)).compiled("none")  # fine-tuning runs eagerly
         backbone = backbone or build_backbone(cfg.backbone, device=device)
         distance = distance or build_distance(cfg.distance, device=device)
     run_dir = fit_dir(cfg)

@@ -12,6 +12,8 @@ For a test image x and masks M_1..M_N (the 85 multi-scale grid masks plus the pr
 
 Steps 2-4 run over chunks of masks; the chunk size adapts to memory (halved on out-of-memory).
 Masked pixels are filled with mid-grey (0 in SD's [-1, 1] range), as SD inpainting does.
+With compiled components (``Components.compiled``, ``Config.compile``) a chunk shorter than the
+chunk size is padded to a power of two (``call_width``), so the compiled calls see few shapes.
 """
 from __future__ import annotations
 
@@ -114,35 +116,55 @@ def denoise(comp: Components, x: torch.Tensor, masks: torch.Tensor, context: tor
     z_start = comp.scheduler.add_noise(z0, noise, timesteps[:1].to(dev))
     ctx = context.to(dev, dt)
 
-    def run(lo: int, hi: int) -> torch.Tensor:
-        m = masks[lo:hi]
+    def run(lo: int, hi: int, width: int) -> torch.Tensor:
+        m = padded(masks[lo:hi], width)
         zo = comp.encode(masked_image(x, m)).to(dt)
         ml = latent_mask(m, tuple(z0.shape[-2:])).to(dt)
-        z = z_start.expand(hi - lo, -1, -1, -1).clone()
-        c = ctx.expand(hi - lo, -1, -1)
+        z = z_start.expand(width, -1, -1, -1).clone()
+        c = ctx.expand(width, -1, -1)
         for t in timesteps:
-            eps = comp.unet(unet_input(z, zo, ml), t.to(dev), encoder_hidden_states=c).sample
+            eps = comp.denoiser(unet_input(z, zo, ml), t.to(dev), c)
             z = comp.scheduler.step(eps, t, z, eta=0.0).prev_sample
-        return z
+        return z[:hi - lo]
 
     n = masks.shape[0]
-    return run_chunked(run, n, batch or auto_batch(comp, n))
+    return run_chunked(run, n, batch or auto_batch(comp, n), static=comp.compile_mode != "none")
 
 
 @torch.inference_mode()
 def decode(comp: Components, z: torch.Tensor, batch: int = 0) -> torch.Tensor:
     """Step 4: x^ = D(z_0) for latents (N,c,h,w) from ``denoise``, in chunks; (N,3,H,W) in [0, 1]."""
     z = z.to(comp.device, comp.dtype)
-    return run_chunked(lambda lo, hi: comp.decode(z[lo:hi]), z.shape[0], batch or auto_batch(comp, z.shape[0]))
+    return run_chunked(lambda lo, hi, width: comp.decode(padded(z[lo:hi], width))[:hi - lo], z.shape[0],
+                       batch or auto_batch(comp, z.shape[0]), static=comp.compile_mode != "none")
 
 
-def run_chunked(fn, n: int, batch: int) -> torch.Tensor:
-    """Apply ``fn(lo, hi)`` over [0, n) in chunks of ``batch``; halve the chunk on out-of-memory."""
+def call_width(k: int, batch: int, static: bool) -> int:
+    """Items in the call that computes a chunk of ``k`` items: ``k``, or with ``static`` shapes (compiled
+    calls) the chunk size ``batch`` or, for a shorter last chunk, the next power of two, so that a
+    compiled call is traced for at most about log2(batch) shapes and pads less than half of a call.
+
+    >>> [call_width(k, 32, True) for k in (32, 22, 5, 1)], call_width(22, 32, False)
+    ([32, 32, 8, 1], 22)
+    """
+    return min(batch, 1 << (k - 1).bit_length()) if static and k < batch else k
+
+
+def padded(t: torch.Tensor, width: int) -> torch.Tensor:
+    """``t`` (k, ...) with its last item repeated up to ``width`` items (batch items never mix)."""
+    k = t.shape[0]
+    return t if k >= width else torch.cat([t, t[-1:].expand(width - k, *t.shape[1:])])
+
+
+def run_chunked(fn, n: int, batch: int, static: bool = False) -> torch.Tensor:
+    """Apply ``fn(lo, hi, width)`` over [0, n) in chunks of ``batch``; halve the chunk on
+    out-of-memory. ``width`` is ``call_width(hi - lo, batch, static)``: the items ``fn`` should
+    compute (padding the chunk) before it returns the chunk's ``hi - lo`` results."""
     outs, lo = [], 0
     while lo < n:
         hi = min(n, lo + batch)
         try:
-            outs.append(fn(lo, hi))
+            outs.append(fn(lo, hi, call_width(hi - lo, batch, static)))
             lo = hi
         except (RuntimeError, torch.OutOfMemoryError) as e:
             if not is_oom(e) or batch == 1:

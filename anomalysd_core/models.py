@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .config import CHOICES
+
 TEXT_MAX_LENGTH = {"clip": 77, "minilm": 32}
+#: torch.compile modes of the inference path (``Config.compile``, ``Components.compiled``)
+COMPILE_MODES = CHOICES["compile"]
 CARD_NAME = "anomalysd.json"
 
 
@@ -93,6 +97,31 @@ class Components:
     scheduler: "DDIMScheduler"  # noqa: F821
     device: torch.device
     dtype: torch.dtype = torch.float32
+    compile_mode: str = "none"  # torch.compile mode of the inference calls (``compiled``); "none": eager
+    _compiled: dict = field(default_factory=dict, repr=False)
+
+    def compiled(self, mode: str) -> "Components":
+        """These components with the inference calls (``denoiser``, ``encode``, ``decode``) under
+        ``torch.compile(mode=mode, dynamic=False)``; ``"none"``: eager. The modules and weights are
+        shared, nothing is copied or changed: fine-tuning ``unet`` still runs eagerly. Each call is
+        compiled on its first use, once per input shape (``inpaint`` pads chunks to few shapes)."""
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile mode {mode!r} is not one of {list(COMPILE_MODES)}")
+        return self if mode == self.compile_mode else replace(self, compile_mode=mode, _compiled={})
+
+    def _call(self, name: str):
+        fn = self.unet if name == "unet" else getattr(self.vae, name)
+        if self.compile_mode == "none":
+            return fn
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(fn, mode=self.compile_mode, dynamic=False)
+        return self._compiled[name]
+
+    def denoiser(self, sample: torch.Tensor, t, context: torch.Tensor) -> torch.Tensor:
+        """The U-Net's noise estimate eps_theta(z_t, t, tau) (eq 11), compiled when asked for."""
+        if self.compile_mode == "reduce-overhead":  # CUDA graphs: each call may reuse the last's output memory
+            torch.compiler.cudagraph_mark_step_begin()
+        return self._call("unet")(sample, t, encoder_hidden_states=context).sample
 
     @property
     def vae_scale(self) -> int:
@@ -104,13 +133,13 @@ class Components:
 
     def encode(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
         """z = E(x) * scaling_factor; x in [0, 1], (B,3,H,W)."""
-        dist = self.vae.encode((x * 2 - 1).to(self.device, self.vae.dtype)).latent_dist
+        dist = self._call("encode")((x * 2 - 1).to(self.device, self.vae.dtype)).latent_dist
         z = dist.sample() if sample else dist.mean
         return z * self.scaling_factor
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """x = D(z / scaling_factor), returned in [0, 1]."""
-        x = self.vae.decode(z.to(self.vae.dtype) / self.scaling_factor).sample
+        x = self._call("decode")(z.to(self.vae.dtype) / self.scaling_factor).sample
         return ((x.float() + 1) / 2).clamp(0, 1)
 
 

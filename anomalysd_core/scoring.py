@@ -144,7 +144,8 @@ class AnomalySD:
     """The detector of Sec. 4.2-4.3 (see module docstring)."""
 
     def __init__(self, cfg, comp, backbone, distance):
-        self.cfg, self.comp, self.backbone, self.distance = cfg, comp, backbone, distance
+        self.cfg, self.backbone, self.distance = cfg, backbone, distance
+        self.comp = comp.compiled(cfg.compile)  # the same modules; eager unless cfg.compile says otherwise
         self.banks: dict[str, torch.Tensor] = {}
         self.floors: dict[str, float] = {}  # class -> lowest threshold of eq 15 (proto_floor="shots")
         self._ctx: dict[str, torch.Tensor] = {}

@@ -6,19 +6,21 @@ input channels and 768-d cross-attention, SD's ``AutoencoderKL``) and random wei
 does not depend on the weights. ``engine`` is ``inpaint.inpaint`` (all masks batched); ``naive``
 is one ``StableDiffusionInpaintPipeline`` call per mask (``inference_speed.NaiveEngine``). For
 each ``--dtypes`` value this measures seconds per image and the peak GPU memory above the models'
-(``inference_speed.timed``) of both, the work per
-image from ``torch.utils.flop_counter`` (U-Net, VAE encode and decode calls times their counts),
-and the fraction of the device's peak that the engine reaches, the peak being a large matrix
-product in the same dtype timed in the same run. A U-Net fine-tuning step (batch 8, AdamW, float32
+(``inference_speed.timed``) of both, the work per image from ``torch.utils.flop_counter`` (U-Net,
+VAE encode and decode calls times their counts), and the fraction of the device's peak that the
+engine reaches, the peak being a large matrix product in the same dtype timed in the same run.
+In the first dtype the batched engine is timed again per ``--modes`` variant: channels-last
+weights, and ``torch.compile`` modes (``Config.compile``) on them, each with its compile time and
+its largest difference to the eager inpaintings. A U-Net fine-tuning step (batch 8, AdamW, float32
 weights, the forward pass under autocast as ``finetune.finetune_unet`` runs it) is timed too.
 
 Rows go to ``<out>/bench_paper_speed.csv`` (device, gpu, dtype, image_size, n_masks, steps,
-engine, s_per_image, peak_gib, tflop_per_image, fraction_of_peak, speedup_vs_naive, plus the
-projected hours for the MVTec-AD and VisA test sets) and ``<out>/bench_paper_finetune.csv``, both
-written atomically.
+engine, s_per_image, peak_gib, tflop_per_image, fraction_of_peak, speedup_vs_naive, mode,
+max_abs_diff_vs_eager, compile_s, plus the projected hours for the MVTec-AD and VisA test sets)
+and ``<out>/bench_paper_finetune.csv``, both written atomically.
 
-    python benchmarks/paper_speed.py --device cuda --out results/gpu     # an H200: about 5 minutes
-    python benchmarks/paper_speed.py --toy --out /tmp/toy               # the same code on a CPU, seconds
+    python benchmarks/paper_speed.py --device cuda --out results/gpu     # an H200: about 6 minutes
+    python benchmarks/paper_speed.py --toy --modes channels_last --out /tmp/toy   # the same code on a CPU
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from inference_speed import SD_UNET, SD_VAE, NaiveEngine, random_models, timed  
 from anomalysd_core import cost as cost_mod  # noqa: E402
 from anomalysd_core.inpaint import inpaint, latent_mask, masked_image, unet_input  # noqa: E402
 from anomalysd_core.masks import grid_masks  # noqa: E402
-from anomalysd_core.models import Components, mini_unet_config, mini_vae_config, scheduler_config, vae_dtype  # noqa: E402
+from anomalysd_core.models import COMPILE_MODES, Components, mini_unet_config, mini_vae_config, scheduler_config, vae_dtype  # noqa: E402
 from anomalysd_core.utils import autocast, resolve_device, write_csv_atomic  # noqa: E402
 
 FINETUNE_STEPS = 4000 * math.ceil(15 / 8)  # the paper's 4000 epochs over 15 MVTec classes x 1 shot, batch 8
@@ -91,6 +93,39 @@ def tflop_per_image(comp: Components, x, masks, ctx, counts: cost_mod.CallCounts
     return total / 1e12
 
 
+def run_engine(comp: Components, x, masks, ctx, lam: float, steps: int, dev: torch.device):
+    """(inpaintings, seconds, peak GiB) of one ``inpaint`` call on the image's masks."""
+    out, sec, mib = timed(lambda: inpaint(comp, x, masks, ctx, lam, steps), dev, mem=dev.type == "cuda")
+    return out, sec, mib / 1024
+
+
+def channels_last(comp: Components, on: bool) -> None:
+    """The U-Net and VAE weights in channels-last (NHWC) memory order, or back to NCHW."""
+    fmt = torch.channels_last if on else torch.contiguous_format
+    for m in (comp.unet, comp.vae):
+        m.to(memory_format=fmt)
+
+
+def variants(comp: Components, modes, eager, x, masks, ctx, lam: float, steps: int, dev: torch.device):
+    """(engine, mode, seconds, GiB, largest difference to the eager inpaintings, seconds of compiling)
+    of the batched engine per variant of ``modes``: ``channels_last`` (NHWC weights), or a
+    ``torch.compile`` mode (``Config.compile``) on NHWC weights. The first call of a compiled engine
+    compiles it and is timed apart; the models are back in NCHW afterwards."""
+    try:
+        channels_last(comp, True)
+        for mode in modes:
+            c = comp if mode == "channels_last" else comp.compiled(mode)
+            compile_s = 0.0
+            if mode != "channels_last":
+                compile_s = timed(lambda: inpaint(c, x, masks, ctx, lam, steps), dev)[1]
+                inpaint(c, x, masks, ctx, lam, steps)  # a second warm-up: lazy autotuning, allocator
+            out, sec, gib = run_engine(c, x, masks, ctx, lam, steps, dev)
+            diff = float((out.float() - eager.float()).abs().max())
+            yield "batched inpaint", mode, sec, gib, diff, compile_s
+    finally:
+        channels_last(comp, False)
+
+
 def peak_tflops(dev: torch.device, dtype, n: int) -> float:
     """Measured peak of this device: a large (n x n) matrix product in ``dtype``."""
     a = torch.randn(n, n, device=dev, dtype=dtype)
@@ -134,11 +169,18 @@ def main(argv=None) -> None:
     ap.add_argument("--toy", action="store_true", help="mini-size models at 64 px, 5 masks, 4 steps (a CPU check)")
     ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"],
                     help="compute dtypes on a GPU (a CPU runs float32 only)")
+    ap.add_argument("--modes", nargs="+", default=["channels_last", "default"],
+                    help="variants of the batched engine timed in the first dtype: channels_last and/or "
+                         "torch.compile modes (default, max-autotune, reduce-overhead); none: eager only")
     ap.add_argument("--naive-masks", type=int, default=0,
                     help="masks timed for the naive engine, scaled to all (default 0: all of them)")
     ap.add_argument("--finetune-steps", type=int, default=10)
     ap.add_argument("--out", default="results/gpu", help="folder of the two CSV files")
     args = ap.parse_args(argv)
+    bad = [m for m in args.modes if m not in ("none", "channels_last") + COMPILE_MODES]
+    if bad:
+        raise SystemExit(f"--modes: {bad} not among none, channels_last, {', '.join(COMPILE_MODES[1:])}")
+    args.modes = [m for m in args.modes if m != "none"]
     dev = resolve_device(args.device)
     if dev.type != "cuda" and not args.toy:
         raise SystemExit("the paper-size head-to-head needs a GPU (--device cuda); --toy runs the same code on a CPU")
@@ -151,30 +193,34 @@ def main(argv=None) -> None:
     counts = cost_mod.calls_per_image(n, lam, steps)
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(dev)
     rows, ft_rows = [], []
-    for dt in dtypes:
+    for i, dt in enumerate(dtypes):
         comp = components(unet, vae, dev, dt)
         ctx = torch.randn(1, 77, text_dim, generator=torch.Generator().manual_seed(0)).to(dev, dt)
         inpaint(comp, x, masks[:2], ctx, lam, steps)  # warm-up (kernels, allocator)
-        eng_s, eng_gib = seconds_and_gib(lambda: inpaint(comp, x, masks, ctx, lam, steps), dev)
+        eager, eng_s, eng_gib = run_engine(comp, x, masks, ctx, lam, steps, dev)
         naive = NaiveEngine(comp)
         k = args.naive_masks or n
         naive(comp, x, masks[:1], ctx, lam, steps)  # warm-up
         nv_s, nv_gib = seconds_and_gib(lambda: naive(comp, x, masks[:k], ctx, lam, steps), dev)
         nv_s *= n / k
         tflop = tflop_per_image(comp, x, masks, ctx, counts)
-        peak = peak_tflops(dev, dt, 256 if args.toy else 8192)
+        peak = peak_tflops(dev, dt, 1024 if args.toy else 8192)
         name = str(dt).replace("torch.", "")
-        for engine, sec, gib in (("batched inpaint", eng_s, eng_gib), ("one pipeline call per mask", nv_s, nv_gib)):
+        timings = [("batched inpaint", "eager", eng_s, eng_gib, 0.0, 0.0),
+                   ("one pipeline call per mask", "eager", nv_s, nv_gib, float("nan"), 0.0)]
+        if i == 0:  # the engine's variants, in the first dtype (a GPU's default)
+            timings += list(variants(comp, args.modes, eager, x, masks, ctx, lam, steps, dev))
+        for engine, mode, sec, gib, diff, compile_s in timings:
             rows.append({"device": dev.type, "gpu": gpu, "dtype": name, "image_size": size, "n_masks": n,
                          "steps": steps, "engine": engine, "s_per_image": sec, "peak_gib": gib,
                          "tflop_per_image": tflop, "fraction_of_peak": tflop / sec / peak,
-                         "speedup_vs_naive": nv_s / sec, "peak_tflops_matmul": peak,
+                         "speedup_vs_naive": nv_s / sec, "mode": mode, "max_abs_diff_vs_eager": diff,
+                         "compile_s": compile_s, "peak_tflops_matmul": peak,
                          "mvtec_test_hours": cost_mod.project_dataset_hours(sec, cost_mod.MVTEC_TEST_IMAGES),
                          "visa_test_hours": cost_mod.project_dataset_hours(sec, cost_mod.VISA_TEST_IMAGES),
                          "naive_masks_timed": k})
-        print(f"{name}: engine {eng_s:.2f} s/image ({eng_gib:.1f} GiB), naive {nv_s:.2f} s/image, "
-              f"{nv_s / eng_s:.1f}x; {tflop:.3g} TFLOP/image, {tflop / eng_s / peak:.0%} of {peak:.3g} TFLOP/s",
-              flush=True)
+            print(f"{name} {engine} ({mode}): {sec:.2f} s/image ({gib:.1f} GiB), {nv_s / sec:.1f}x the naive "
+                  f"engine, {tflop / sec / peak:.0%} of {peak:.3g} TFLOP/s", flush=True)
         del comp, naive
         s = finetune_step_seconds(unet, dev, dt, 2 if args.toy else 8, size // (4 if args.toy else 8), text_dim,
                                   args.finetune_steps)

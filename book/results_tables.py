@@ -200,8 +200,9 @@ glue("cost_table", html_table(cost), display=False)
 # the paper-size head-to-head measured on a GPU (benchmarks/paper_speed.py), when one has been run
 gdir = ex.get_results_dir("gpu")
 for key, name, cols in (
-        ("gpu_speed", "bench_paper_speed", ["gpu", "dtype", "engine", "s_per_image", "peak_gib", "tflop_per_image",
-                                            "fraction_of_peak", "speedup_vs_naive", "mvtec_test_hours",
+        ("gpu_speed", "bench_paper_speed", ["gpu", "dtype", "engine", "mode", "s_per_image", "peak_gib",
+                                            "tflop_per_image", "fraction_of_peak", "speedup_vs_naive",
+                                            "max_abs_diff_vs_eager", "compile_s", "mvtec_test_hours",
                                             "visa_test_hours"]),
         ("gpu_finetune", "bench_paper_finetune", ["gpu", "dtype", "batch", "s_per_step", "paper_finetune_minutes"])):
     f = gdir / f"{name}.csv"

@@ -132,3 +132,14 @@ def test_half_precision_maps_agree_with_float32(tiny_cfg, dtype):
     assert torch.isfinite(half).all()
     assert (half - ref).abs().max() <= 0.05 * ref.max()
     assert abs(half.mean() - ref.mean()) <= 0.02 * ref.mean()
+
+
+def test_cache_keys_hold_the_dtype_a_run_computes_in():
+    """dtype="auto" is keyed as what it resolves to here: on a CPU float32, like a CPU's bfloat16."""
+    from anomalysd_core.config import get_config
+    from anomalysd_core.utils import resolve_dtype
+
+    auto = get_config("paper", device="cpu")
+    assert auto.dtype == "auto" and resolve_dtype("auto", "cpu") == torch.float32
+    for same in ("float32", "bfloat16"):
+        assert auto.hash(["dtype", "seed"]) == get_config("paper", device="cpu", dtype=same).hash(["dtype", "seed"])

@@ -10,14 +10,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import paper_speed  # noqa: E402
 
 COLUMNS = ["device", "gpu", "dtype", "image_size", "n_masks", "steps", "engine", "s_per_image", "peak_gib",
-           "tflop_per_image", "fraction_of_peak", "speedup_vs_naive"]
+           "tflop_per_image", "fraction_of_peak", "speedup_vs_naive", "mode", "max_abs_diff_vs_eager", "compile_s"]
 
 
 def test_toy_run_writes_both_tables(tmp_path):
-    paper_speed.main(["--toy", "--device", "cpu", "--finetune-steps", "1", "--out", str(tmp_path)])
+    # a compile mode costs minutes on a CPU: test_inpaint checks the compiled engine
+    paper_speed.main(["--toy", "--device", "cpu", "--finetune-steps", "1", "--modes", "channels_last",
+                      "--out", str(tmp_path)])
     speed = pd.read_csv(tmp_path / "bench_paper_speed.csv")
     assert list(speed.columns[:len(COLUMNS)]) == COLUMNS
     assert set(speed["engine"]) == {"batched inpaint", "one pipeline call per mask"}
+    nhwc = speed[speed["mode"] == "channels_last"]
+    assert len(nhwc) == 1 and nhwc["max_abs_diff_vs_eager"].iloc[0] < 1e-4 and nhwc["compile_s"].iloc[0] == 0
+    speed = speed[speed["mode"] == "eager"]
     assert (speed["dtype"] == "float32").all() and (speed["n_masks"] == 6).all()  # 1 + 4 grid masks + M^(p)
     assert (speed["s_per_image"] > 0).all() and (speed["tflop_per_image"] > 0).all()
     assert ((speed["fraction_of_peak"] > 0) & (speed["fraction_of_peak"] < 1)).all()
@@ -33,3 +38,8 @@ def test_toy_run_writes_both_tables(tmp_path):
 def test_the_paper_size_refuses_a_cpu(tmp_path):
     with pytest.raises(SystemExit, match="needs a GPU"):
         paper_speed.main(["--device", "cpu", "--out", str(tmp_path)])
+
+
+def test_an_unknown_mode_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="fast"):
+        paper_speed.main(["--toy", "--modes", "fast", "--out", str(tmp_path)])
