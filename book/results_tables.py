@@ -345,6 +345,7 @@ glue_study("auto_validation_x3", "val-x3/auto_lambda_validation", _auto_table, "
 glue_study("alpha_validation_x3h", "val-x3h/fusion_alpha_validation", _alpha_table, "fusion_alpha_validation")
 glue_study("image_score_x3h", "val-x3h/image_score_validation", _top_table, "image_score_validation")
 glue_study("choice_noise_x3h", "val-x3h/choice_noise_validation", _choice_table, "choice_noise_validation")
+glue_study("auto_validation_x3h", "val-x3h/auto_lambda_validation", _auto_table, "auto_lambda_validation")
 
 
 def _builds_table(name: str, cell, test=None):
