@@ -145,7 +145,8 @@ class AnomalySD:
 
     def __init__(self, cfg, comp, backbone, distance):
         self.cfg, self.backbone, self.distance = cfg, backbone, distance
-        self.comp = comp.compiled(cfg.compile)  # the same modules; eager unless cfg.compile says otherwise
+        # the same modules, eager unless cfg.compile says otherwise (None: a detector that only fuses maps)
+        self.comp = comp.compiled(cfg.compile) if comp is not None else None
         self.banks: dict[str, torch.Tensor] = {}
         self.floors: dict[str, float] = {}  # class -> lowest threshold of eq 15 (proto_floor="shots")
         self._ctx: dict[str, torch.Tensor] = {}
