@@ -25,7 +25,10 @@ def test_toy_run_writes_both_tables(tmp_path):
     speed = speed[speed["mode"] == "eager"]
     assert (speed["dtype"] == "float32").all() and (speed["n_masks"] == 6).all()  # 1 + 4 grid masks + M^(p)
     assert (speed["s_per_image"] > 0).all() and (speed["tflop_per_image"] > 0).all()
-    assert ((speed["fraction_of_peak"] > 0) & (speed["fraction_of_peak"] < 1)).all()
+    # the work over the time over the measured peak (on a shared CI CPU the toy's share can pass 1)
+    assert (speed["fraction_of_peak"] > 0).all()
+    assert speed["fraction_of_peak"].to_numpy() == pytest.approx(
+        (speed["tflop_per_image"] / speed["s_per_image"] / speed["peak_tflops_matmul"]).to_numpy())
     naive = speed.set_index("engine").loc["one pipeline call per mask"]
     assert naive["speedup_vs_naive"] == pytest.approx(1.0)
     batched = speed.set_index("engine").loc["batched inpaint"]
