@@ -160,7 +160,6 @@ def finetune_step_seconds(unet, dev, dtype, batch: int, latent: int, text_dim: i
         step()
     sec, _ = seconds_and_gib(lambda: [step() for _ in range(steps)], dev)
     unet.eval().requires_grad_(False)
-    del opt
     return sec / steps
 
 
@@ -222,7 +221,6 @@ def main(argv=None) -> None:
                          "naive_masks_timed": k})
             print(f"{name} {engine} ({mode}): {sec:.2f} s/image ({gib:.1f} GiB), {nv_s / sec:.1f}x the naive "
                   f"engine, {tflop / sec / peak:.0%} of {peak:.3g} TFLOP/s", flush=True)
-        del comp, naive
         s = finetune_step_seconds(unet, dev, dt, 2 if args.toy else 8, size // (4 if args.toy else 8), text_dim,
                                   args.finetune_steps)
         ft_rows.append({"device": dev.type, "gpu": gpu, "dtype": name, "batch": 2 if args.toy else 8,
