@@ -128,7 +128,7 @@ def denoise(comp: Components, x: torch.Tensor, masks: torch.Tensor, context: tor
         return z[:hi - lo]
 
     n = masks.shape[0]
-    return run_chunked(run, n, batch or auto_batch(comp, n), static=comp.compile_mode != "none")
+    return run_chunked(run, n, batch or auto_batch(comp, n), static=comp.static_shapes)
 
 
 @torch.inference_mode()
@@ -136,7 +136,7 @@ def decode(comp: Components, z: torch.Tensor, batch: int = 0) -> torch.Tensor:
     """Step 4: x^ = D(z_0) for latents (N,c,h,w) from ``denoise``, in chunks; (N,3,H,W) in [0, 1]."""
     z = z.to(comp.device, comp.dtype)
     return run_chunked(lambda lo, hi, width: comp.decode(padded(z[lo:hi], width))[:hi - lo], z.shape[0],
-                       batch or auto_batch(comp, z.shape[0]), static=comp.compile_mode != "none")
+                       batch or auto_batch(comp, z.shape[0]), static=comp.static_shapes)
 
 
 def call_width(k: int, batch: int, static: bool) -> int:

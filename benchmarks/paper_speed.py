@@ -44,16 +44,18 @@ from inference_speed import SD_UNET, SD_VAE, NaiveEngine, random_models, timed  
 from anomalysd_core import cost as cost_mod  # noqa: E402
 from anomalysd_core.inpaint import inpaint, latent_mask, masked_image, unet_input  # noqa: E402
 from anomalysd_core.masks import grid_masks  # noqa: E402
-from anomalysd_core.models import COMPILE_MODES, Components, mini_unet_config, mini_vae_config, scheduler_config, vae_dtype  # noqa: E402
+from anomalysd_core.models import (COMPILE_MODES, Components, channels_last, mini_unet_config,  # noqa: E402
+                                   mini_vae_config, scheduler_config, vae_dtype)
 from anomalysd_core.utils import autocast, resolve_device, write_csv_atomic  # noqa: E402
 
 FINETUNE_STEPS = 4000 * math.ceil(15 / 8)  # the paper's 4000 epochs over 15 MVTec classes x 1 shot, batch 8
 
 
-def seconds_and_gib(fn, dev: torch.device) -> tuple[float, float]:
-    """(seconds, GPU memory at the peak above the start in GiB; NaN on a CPU) of one call of ``fn``."""
-    _, sec, mib = timed(fn, dev, mem=dev.type == "cuda")
-    return sec, mib / 1024
+def timed_gib(fn, dev: torch.device):
+    """(result, seconds, GPU memory at the peak above the start in GiB; NaN on a CPU) of one call
+    of ``fn`` (``inference_speed.timed``)."""
+    out, sec, mib = timed(fn, dev, mem=dev.type == "cuda")
+    return out, sec, mib / 1024
 
 
 def models_for(toy: bool, dev: torch.device):
@@ -93,37 +95,24 @@ def tflop_per_image(comp: Components, x, masks, ctx, counts: cost_mod.CallCounts
     return total / 1e12
 
 
-def run_engine(comp: Components, x, masks, ctx, lam: float, steps: int, dev: torch.device):
-    """(inpaintings, seconds, peak GiB) of one ``inpaint`` call on the image's masks."""
-    out, sec, mib = timed(lambda: inpaint(comp, x, masks, ctx, lam, steps), dev, mem=dev.type == "cuda")
-    return out, sec, mib / 1024
-
-
-def channels_last(comp: Components, on: bool) -> None:
-    """The U-Net and VAE weights in channels-last (NHWC) memory order, or back to NCHW."""
-    fmt = torch.channels_last if on else torch.contiguous_format
-    for m in (comp.unet, comp.vae):
-        m.to(memory_format=fmt)
-
-
 def variants(comp: Components, modes, eager, x, masks, ctx, lam: float, steps: int, dev: torch.device):
     """(engine, mode, seconds, GiB, largest difference to the eager inpaintings, seconds of compiling)
     of the batched engine per variant of ``modes``: ``channels_last`` (NHWC weights), or a
     ``torch.compile`` mode (``Config.compile``) on NHWC weights. The first call of a compiled engine
     compiles it and is timed apart; the models are back in NCHW afterwards."""
     try:
-        channels_last(comp, True)
+        channels_last((comp.unet, comp.vae))
         for mode in modes:
             c = comp if mode == "channels_last" else comp.compiled(mode)
             compile_s = 0.0
             if mode != "channels_last":
                 compile_s = timed(lambda: inpaint(c, x, masks, ctx, lam, steps), dev)[1]
                 inpaint(c, x, masks, ctx, lam, steps)  # a second warm-up: lazy autotuning, allocator
-            out, sec, gib = run_engine(c, x, masks, ctx, lam, steps, dev)
+            out, sec, gib = timed_gib(lambda: inpaint(c, x, masks, ctx, lam, steps), dev)
             diff = float((out.float() - eager.float()).abs().max())
             yield "batched inpaint", mode, sec, gib, diff, compile_s
     finally:
-        channels_last(comp, False)
+        channels_last((comp.unet, comp.vae), on=False)
 
 
 def peak_tflops(dev: torch.device, dtype, n: int) -> float:
@@ -134,7 +123,7 @@ def peak_tflops(dev: torch.device, dtype, n: int) -> float:
     for _ in range(3):
         a @ b
     reps = 20 if dev.type == "cuda" else 3
-    sec = min(seconds_and_gib(lambda: [a @ b for _ in range(reps)], dev)[0] for _ in range(5))
+    sec = min(timed_gib(lambda: [a @ b for _ in range(reps)], dev)[1] for _ in range(5))
     return 2 * n ** 3 * reps / sec / 1e12
 
 
@@ -158,7 +147,7 @@ def finetune_step_seconds(unet, dev, dtype, batch: int, latent: int, text_dim: i
 
     for _ in range(2):
         step()
-    sec, _ = seconds_and_gib(lambda: [step() for _ in range(steps)], dev)
+    sec = timed_gib(lambda: [step() for _ in range(steps)], dev)[1]
     unet.eval().requires_grad_(False)
     return sec / steps
 
@@ -197,11 +186,11 @@ def main(argv=None) -> None:
         comp = components(unet, vae, dev, dt)
         ctx = torch.randn(1, 77, text_dim, generator=torch.Generator().manual_seed(0)).to(dev, dt)
         inpaint(comp, x, masks[:2], ctx, lam, steps)  # warm-up (kernels, allocator)
-        eager, eng_s, eng_gib = run_engine(comp, x, masks, ctx, lam, steps, dev)
+        eager, eng_s, eng_gib = timed_gib(lambda: inpaint(comp, x, masks, ctx, lam, steps), dev)
         naive = NaiveEngine(comp)
         k = args.naive_masks or n
         naive(comp, x, masks[:1], ctx, lam, steps)  # warm-up
-        nv_s, nv_gib = seconds_and_gib(lambda: naive(comp, x, masks[:k], ctx, lam, steps), dev)
+        _, nv_s, nv_gib = timed_gib(lambda: naive(comp, x, masks[:k], ctx, lam, steps), dev)
         nv_s *= n / k
         tflop = tflop_per_image(comp, x, masks, ctx, counts)
         peak = peak_tflops(dev, dt, 1024 if args.toy else 8192)
