@@ -193,11 +193,20 @@ def pipeline_unet(unet):
     return u
 
 
+def pipeline_vae(comp):
+    """The VAE as a pipeline loaded with ``torch_dtype=comp.dtype`` holds it: ``comp.vae`` itself, or
+    a copy in the U-Net's dtype where ``models.vae_dtype`` keeps ours in float32 (under float16);
+    the pipeline feeds its VAE in the U-Net's dtype."""
+    if next(comp.vae.parameters()).dtype == comp.dtype:
+        return comp.vae
+    return copy.deepcopy(comp.vae).to(comp.dtype)
+
+
 def build_pipeline(comp):
     from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
 
     pipe = StableDiffusionInpaintPipeline(
-        vae=comp.vae, text_encoder=comp.text.model if comp.text is not None else None,
+        vae=pipeline_vae(comp), text_encoder=comp.text.model if comp.text is not None else None,
         tokenizer=comp.text.tokenizer if comp.text is not None else None, unet=pipeline_unet(comp.unet),
         scheduler=DDIMScheduler.from_config(comp.scheduler.config), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)

@@ -17,9 +17,10 @@ weights, the forward pass under autocast as ``finetune.finetune_unet`` runs it) 
 Rows go to ``<out>/bench_paper_speed.csv`` (device, gpu, dtype, image_size, n_masks, steps,
 engine, s_per_image, peak_gib, tflop_per_image, fraction_of_peak, speedup_vs_naive, mode,
 max_abs_diff_vs_eager, compile_s, plus the projected hours for the MVTec-AD and VisA test sets)
-and ``<out>/bench_paper_finetune.csv``, both written atomically.
+and ``<out>/bench_paper_finetune.csv``, both written atomically, with
+``<out>/bench_paper_speed.provenance.json`` (arguments, commit, versions, device).
 
-    python benchmarks/paper_speed.py --device cuda --out results/gpu     # an H200: about 6 minutes
+    python benchmarks/paper_speed.py --device cuda --naive-masks 24 --out results/gpu   # an H200: 4 min
     python benchmarks/paper_speed.py --toy --modes channels_last --out /tmp/toy   # the same code on a CPU
 """
 from __future__ import annotations
@@ -46,7 +47,8 @@ from anomalysd_core.inpaint import inpaint, latent_mask, masked_image, unet_inpu
 from anomalysd_core.masks import grid_masks  # noqa: E402
 from anomalysd_core.models import (COMPILE_MODES, Components, channels_last, mini_unet_config,  # noqa: E402
                                    mini_vae_config, scheduler_config, vae_dtype)
-from anomalysd_core.utils import autocast, resolve_device, write_csv_atomic  # noqa: E402
+from anomalysd_core.utils import (autocast, provenance, resolve_device, write_csv_atomic,  # noqa: E402
+                                  write_json_atomic)
 
 FINETUNE_STEPS = 4000 * math.ceil(15 / 8)  # the paper's 4000 epochs over 15 MVTec classes x 1 shot, batch 8
 
@@ -224,6 +226,8 @@ def main(argv=None) -> None:
     out = Path(args.out)
     write_csv_atomic(out / "bench_paper_speed.csv", pd.DataFrame(rows))
     write_csv_atomic(out / "bench_paper_finetune.csv", pd.DataFrame(ft_rows))
+    write_json_atomic(out / "bench_paper_speed.provenance.json", provenance(
+        argv=list(sys.argv[1:] if argv is None else argv), gpu=gpu, naive_masks_timed=k, modes=args.modes))
     print(f"wrote {out / 'bench_paper_speed.csv'} and {out / 'bench_paper_finetune.csv'}")
 
 

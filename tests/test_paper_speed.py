@@ -1,5 +1,6 @@
 """``benchmarks/paper_speed.py``, the GPU head-to-head at the paper's size, run with ``--toy`` on
 the CPU: the same code path at mini's size, so that the script is ready when a GPU is."""
+import json
 import sys
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def test_toy_run_writes_both_tables(tmp_path):
     ft = pd.read_csv(tmp_path / "bench_paper_finetune.csv")
     assert len(ft) == 1 and ft.loc[0, "s_per_step"] > 0
     assert ft.loc[0, "paper_finetune_minutes"] == pytest.approx(ft.loc[0, "s_per_step"] * 8000 / 60)
+    prov = json.loads((tmp_path / "bench_paper_speed.provenance.json").read_text())
+    assert prov["argv"][0] == "--toy" and prov["modes"] == ["channels_last"] and prov["device"].startswith("cpu")
 
 
 def test_the_paper_size_refuses_a_cpu(tmp_path):
@@ -46,3 +49,25 @@ def test_the_paper_size_refuses_a_cpu(tmp_path):
 def test_an_unknown_mode_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="fast"):
         paper_speed.main(["--toy", "--modes", "fast", "--out", str(tmp_path)])
+
+
+def test_the_naive_pipeline_runs_where_our_vae_stays_float32():
+    """Under float16 ``models.vae_dtype`` keeps our VAE in float32, while a diffusers pipeline feeds
+    its VAE in the U-Net's dtype: the naive engine gets a copy in that dtype and leaves ours alone
+    (bfloat16 stands in for float16 on a CPU)."""
+    import torch
+    from diffusers import DDIMScheduler
+    from inference_speed import NaiveEngine, random_models
+
+    from anomalysd_core.masks import grid_masks
+    from anomalysd_core.models import Components, mini_unet_config, mini_vae_config, scheduler_config
+
+    dev = torch.device("cpu")
+    unet, vae = random_models(mini_unet_config(16, 32), mini_vae_config(64), dev)
+    comp = Components(vae.float(), unet.to(torch.bfloat16), None, DDIMScheduler(**scheduler_config()), dev,
+                      torch.bfloat16)
+    masks = grid_masks(64, (2,))[0].float()[:2]
+    ctx = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    out = NaiveEngine(comp)(comp, torch.rand(1, 3, 64, 64), masks, ctx, 0.5, 4)
+    assert out.shape == (2, 3, 64, 64) and torch.isfinite(out).all()
+    assert next(comp.vae.parameters()).dtype == torch.float32
