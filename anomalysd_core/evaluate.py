@@ -241,6 +241,18 @@ def latent_file(cfg, sample, lam: float | None = None) -> Path:
     return latent_dir(cfg, lam) / sample.cls / _file_name(sample)
 
 
+def latents_array(z: torch.Tensor) -> np.ndarray:
+    """``z`` as a numpy array to store: bfloat16 (a GPU's default, which numpy lacks) as float16,
+    which holds every bfloat16 value between 6e-5 and 65504 exactly; other dtypes as they are.
+
+    >>> z = torch.tensor([0.1, -3.5, 12.25]).to(torch.bfloat16)
+    >>> a = latents_array(z); a.dtype, bool((torch.from_numpy(a).to(torch.bfloat16) == z).all())
+    (dtype('float16'), True)
+    """
+    z = z.detach().cpu()
+    return (z.to(torch.float16) if z.dtype == torch.bfloat16 else z).numpy()
+
+
 def _save_npz(path: Path, **arrays) -> None:
     from .utils import atomic_path
 
@@ -284,7 +296,7 @@ def intermediates_cached(fitted: Fitted, sample, img) -> Intermediates:
     with fitted.timer.stage("score" if lat is None else "score_from_latents"):
         inter = fitted.detector.intermediates(img, sample.cls, seed=fitted.cfg.seed, grid_latents=lat)
     if lat is None:
-        _save_npz(lf, z=inter.grid_latents.numpy())
+        _save_npz(lf, z=latents_array(inter.grid_latents))
     else:
         fitted.counts["latents_reused"] = fitted.counts.get("latents_reused", 0) + 1
     scales, S = _scale_maps(inter, grid)

@@ -140,17 +140,29 @@ def test_static_chunks_pad_to_few_widths_and_return_only_the_chunk():
     assert torch.equal(ip.padded(x, 5)[3:], x[[2, 2]]) and ip.padded(x, 3) is x
 
 
-def test_compiled_engine_gives_the_eager_inpaintings(tiny_comp, case):
+@pytest.mark.parametrize("mode", ["default", pytest.param("reduce-overhead", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA graphs need a GPU"))])
+def test_compiled_engine_gives_the_eager_inpaintings(tiny_comp, case, mode):
     """torch.compile (Config.compile) of the U-Net and the VAE, with chunks padded to static shapes,
-    repaints as the eager engine does: the same masks, noise and steps, only kernels differ."""
+    repaints as the eager engine does: the same masks, noise and steps, only kernels differ. Under
+    CUDA graphs (``reduce-overhead``) each call's output memory is reused by the next replay."""
     x, masks, ctx = case
     kw = dict(strength=0.5, steps=4, seed=1, batch=len(masks))  # one U-Net shape: compiling costs minutes
     eager = ip.inpaint(tiny_comp, x, masks, ctx, **kw)
-    comp = tiny_comp.compiled("default")
+    comp = tiny_comp.compiled(mode)
     assert comp.unet is tiny_comp.unet and tiny_comp.compile_mode == "none"  # nothing copied or changed
     compiled = ip.inpaint(comp, x, masks, ctx, **kw)
-    # fused kernels sum in another order: 2e-4 at most measured on a CPU
-    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-3 if tiny_comp.device.type == "cpu" else 2e-2)
+    # fused kernels sum in another order: 2e-4 at most measured on a CPU (float32); on an H200 in
+    # bfloat16, 0.026 at most, and 6 of 61,440 values beyond 0.02
+    diff = (compiled - eager).abs()
+    if tiny_comp.device.type == "cpu":
+        assert diff.max() <= 1e-3
+    else:
+        assert diff.max() <= 5e-2 and (diff > 2e-2).float().mean() <= 1e-3
     assert set(comp._compiled) == {"unet", "encode", "decode"}
+    if mode == "reduce-overhead":  # three chunks: a replay must not overwrite an earlier chunk's result
+        kw = {**kw, "batch": 2}
+        diff = (ip.inpaint(comp, x, masks, ctx, **kw) - ip.inpaint(tiny_comp, x, masks, ctx, **kw)).abs()
+        assert diff.max() <= 5e-2 and (diff > 2e-2).float().mean() <= 1e-3
     with pytest.raises(ValueError, match="compile mode 'fast'"):
         tiny_comp.compiled("fast")

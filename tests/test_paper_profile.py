@@ -157,3 +157,23 @@ def test_paper_profile_end_to_end(paper_cfg, tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["profile"] == "paper" and prov["config"]["text_encoder"] == "clip"
     assert prov["finetune"]["reused"] is True
+
+
+def test_evaluate_in_bfloat16(paper_cfg, tmp_path, monkeypatch):
+    """The paper profile computes in bfloat16 on a GPU (``dtype="auto"``); a CPU computes float32, so
+    bfloat16 is forced here: fit, score and the latents cache (numpy has no bfloat16) run in it."""
+    from dataclasses import replace
+
+    from anomalysd_core import utils
+
+    monkeypatch.setattr(utils, "resolve_dtype", lambda name, device: torch.bfloat16)
+    cfg = replace(paper_cfg, out_dir=str(tmp_path / "runs"), classes=["bottle"])
+    backbone = features.build_backbone("efficientnet_b6", pretrained=False, device=resolve_device(cfg.device))
+    distance = features.build_distance("lpips_alex", pretrained=False, device=resolve_device(cfg.device))
+    fitted = ev.fit(cfg, progress=False, backbone=backbone, distance=distance)
+    assert fitted.detector.comp.dtype == torch.bfloat16
+    df = ev.evaluate(fitted, variants=("full",), progress=False, out_dir=tmp_path / "results")
+    anom = df[(df["method"] == "anomalysd") & (df["class"] == "bottle")]
+    assert len(anom) == 1 and anom[["i_auroc", "p_auroc"]].notna().all().all()
+    stored = [np.load(f)["z"] for f in (tmp_path / "runs").rglob("*.npz") if "z" in np.load(f).files]
+    assert stored and all(z.dtype == np.float16 for z in stored)  # the grid latents, exact in float16
