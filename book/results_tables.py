@@ -210,6 +210,34 @@ for key, name, cols in (
         "status": f"no results/gpu/{name}.csv yet: no GPU has run it",
         "how to make it": "python benchmarks/paper_speed.py --device cuda"}])
     glue(key, html_table(g), display=False)
+
+
+def gpu_sentence(speed: pd.DataFrame) -> str:
+    """The GPU head-to-head in words, from ``bench_paper_speed.csv``'s first dtype."""
+    first = speed[speed["dtype"] == speed["dtype"].iloc[0]].set_index(["engine", "mode"])
+    eager, naive = first.loc[("batched inpaint", "eager")], first.loc[("one pipeline call per mask", "eager")]
+    text = (f"On the {eager['gpu']} in {speed['dtype'].iloc[0]}, our batched engine inpaints one image in "
+            f"{eager['s_per_image']:.2f} s ({eager['fraction_of_peak']:.0%} of the measured peak), "
+            f"{eager['speedup_vs_naive']:.1f}x faster than one pipeline call per mask "
+            f"({naive['s_per_image']:.1f} s, timed on {int(naive['naive_masks_timed'])} of the "
+            f"{int(naive['n_masks'])} masks and scaled).")
+    for (engine, mode), r in first.iterrows():
+        if engine != "batched inpaint" or mode == "eager":
+            continue
+        how = "faster" if r["s_per_image"] < eager["s_per_image"] else "slower"
+        what = ("With channels-last weights alone" if mode == "channels_last" else
+                f"Compiled (`{mode}`, after {r['compile_s']:.0f} s of compiling)")
+        text += (f" {what} it takes {r['s_per_image']:.2f} s, {how} than eager, at {r['fraction_of_peak']:.0%} "
+                 f"of peak (largest difference to the eager inpaintings {r['max_abs_diff_vs_eager']:.1e}).")
+    best = first.xs("batched inpaint", level="engine")["s_per_image"].idxmin()
+    r = first.loc[("batched inpaint", best)]
+    return text + (f" At the fastest variant's speed ({best}), MVTec-AD's test set takes {r['mvtec_test_hours']:.1f} h "
+                   f"and VisA's {r['visa_test_hours']:.1f} h.")
+
+
+f = gdir / "bench_paper_speed.csv"
+glue("gpu_summary", gpu_sentence(pd.read_csv(f)) if f.is_file() else
+     "No GPU has run `benchmarks/paper_speed.py` for these results yet.")
 for key in ("shots_trend", "best_method", "gap", "seed_std", "same_draws"):
     glue(f"t1_{key}", t1_sent.get(key, not_yet("table1")))
 t1_scores = ex.load_scores("table1", profile, rdir)
