@@ -226,7 +226,7 @@ def gpu_sentence(speed: pd.DataFrame) -> str:
             continue
         how = "faster" if r["s_per_image"] < eager["s_per_image"] else "slower"
         what = ("With channels-last weights alone" if mode == "channels_last" else
-                f"Compiled (`{mode}`, after {r['compile_s']:.0f} s of compiling)")
+                f"Compiled (mode {mode}, after {r['compile_s']:.0f} s of compiling)")
         text += (f" {what} it takes {r['s_per_image']:.2f} s, {how} than eager, at {r['fraction_of_peak']:.0%} "
                  f"of peak (largest difference to the eager inpaintings {r['max_abs_diff_vs_eager']:.1e}).")
     best = first.xs("batched inpaint", level="engine")["s_per_image"].idxmin()
