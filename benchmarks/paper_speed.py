@@ -227,7 +227,7 @@ def main(argv=None) -> None:
     write_csv_atomic(out / "bench_paper_speed.csv", pd.DataFrame(rows))
     write_csv_atomic(out / "bench_paper_finetune.csv", pd.DataFrame(ft_rows))
     write_json_atomic(out / "bench_paper_speed.provenance.json", provenance(
-        argv=list(sys.argv[1:] if argv is None else argv), gpu=gpu, naive_masks_timed=k, modes=args.modes))
+        argv=list(sys.argv[1:] if argv is None else argv), modes=args.modes))
     print(f"wrote {out / 'bench_paper_speed.csv'} and {out / 'bench_paper_finetune.csv'}")
 
 

@@ -199,6 +199,7 @@ glue("cost_table", html_table(cost), display=False)
 
 # the paper-size head-to-head measured on a GPU (benchmarks/paper_speed.py), when one has been run
 gdir = ex.get_results_dir("gpu")
+gpu_tables = {}  # the CSVs read, by name
 for key, name, cols in (
         ("gpu_speed", "bench_paper_speed", ["gpu", "dtype", "engine", "mode", "s_per_image", "peak_gib",
                                             "tflop_per_image", "fraction_of_peak", "speedup_vs_naive",
@@ -206,7 +207,9 @@ for key, name, cols in (
                                             "visa_test_hours"]),
         ("gpu_finetune", "bench_paper_finetune", ["gpu", "dtype", "batch", "s_per_step", "paper_finetune_minutes"])):
     f = gdir / f"{name}.csv"
-    g = pd.read_csv(f)[cols].round(3) if f.is_file() else pd.DataFrame([{
+    if f.is_file():
+        gpu_tables[name] = pd.read_csv(f)
+    g = gpu_tables[name][cols].round(3) if name in gpu_tables else pd.DataFrame([{
         "status": f"no results/gpu/{name}.csv yet: no GPU has run it",
         "how to make it": "python benchmarks/paper_speed.py --device cuda"}])
     glue(key, html_table(g), display=False)
@@ -235,9 +238,8 @@ def gpu_sentence(speed: pd.DataFrame) -> str:
                    f"and VisA's {r['visa_test_hours']:.1f} h.")
 
 
-f = gdir / "bench_paper_speed.csv"
-glue("gpu_summary", gpu_sentence(pd.read_csv(f)) if f.is_file() else
-     "No GPU has run `benchmarks/paper_speed.py` for these results yet.")
+glue("gpu_summary", gpu_sentence(gpu_tables["bench_paper_speed"]) if "bench_paper_speed" in gpu_tables else
+     "No GPU has run benchmarks/paper_speed.py for these results yet.")
 for key in ("shots_trend", "best_method", "gap", "seed_std", "same_draws"):
     glue(f"t1_{key}", t1_sent.get(key, not_yet("table1")))
 t1_scores = ex.load_scores("table1", profile, rdir)

@@ -53,21 +53,17 @@ def test_an_unknown_mode_is_refused(tmp_path):
 
 def test_the_naive_pipeline_runs_where_our_vae_stays_float32():
     """Under float16 ``models.vae_dtype`` keeps our VAE in float32, while a diffusers pipeline feeds
-    its VAE in the U-Net's dtype: the naive engine gets a copy in that dtype and leaves ours alone
-    (bfloat16 stands in for float16 on a CPU)."""
+    its VAE in the U-Net's dtype: the naive engine gets a copy in that dtype and leaves ours alone."""
     import torch
-    from diffusers import DDIMScheduler
-    from inference_speed import NaiveEngine, random_models
+    from inference_speed import NaiveEngine
 
     from anomalysd_core.masks import grid_masks
-    from anomalysd_core.models import Components, mini_unet_config, mini_vae_config, scheduler_config
 
     dev = torch.device("cpu")
-    unet, vae = random_models(mini_unet_config(16, 32), mini_vae_config(64), dev)
-    comp = Components(vae.float(), unet.to(torch.bfloat16), None, DDIMScheduler(**scheduler_config()), dev,
-                      torch.bfloat16)
-    masks = grid_masks(64, (2,))[0].float()[:2]
-    ctx = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
-    out = NaiveEngine(comp)(comp, torch.rand(1, 3, 64, 64), masks, ctx, 0.5, 4)
+    unet, vae, size, text_dim = paper_speed.models_for(True, dev)
+    comp = paper_speed.components(unet, vae, dev, torch.float16)  # the benchmark's own float16 components
+    masks = grid_masks(size, (2,))[0].float()[:2]
+    ctx = torch.randn(1, 77, text_dim, generator=torch.Generator().manual_seed(0)).to(torch.float16)
+    out = NaiveEngine(comp)(comp, torch.rand(1, 3, size, size), masks, ctx, 0.5, 4)
     assert out.shape == (2, 3, 64, 64) and torch.isfinite(out).all()
     assert next(comp.vae.parameters()).dtype == torch.float32
