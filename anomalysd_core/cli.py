@@ -41,7 +41,7 @@ def _common(p, data=True):
 
 def cmd_build_mini(args):
     from .config import get_config
-    from .mini import build_mini
+    from .data.mini import build_mini
     from .utils import Timer
 
     size = args.size or get_config(args.profile).image_size  # what ensure_mini expects: no rebuild
@@ -52,7 +52,7 @@ def cmd_build_mini(args):
 
 
 def cmd_pretrain(args):
-    from .pretrain import pretrain
+    from .reproduce.pretrain import pretrain
 
     out = pretrain(args.out, stage=args.stage, size=args.size, vae_minutes=args.vae_minutes,
                    unet_minutes=args.unet_minutes, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
@@ -73,7 +73,7 @@ def _print_table(df):
 def _data_cfg(args):
     """The config, with its data root checked (and the mini benchmark built at its default
     location) before torch and the models are imported: a typo fails at once."""
-    from .mini import ensure_mini
+    from .data.mini import ensure_mini
 
     cfg = _cfg(args)
     ensure_mini(cfg)
@@ -82,7 +82,7 @@ def _data_cfg(args):
 
 def cmd_fit(args):
     cfg = _data_cfg(args)
-    from .evaluate import fit
+    from .reproduce.evaluate import fit
 
     f = fit(cfg)
     print(f"fitted {cfg.shots}-shot model for {len(f.classes)} classes (seed {cfg.seed}); "
@@ -92,7 +92,7 @@ def cmd_fit(args):
 
 def cmd_evaluate(args):
     cfg = _data_cfg(args)
-    from .evaluate import evaluate, fit
+    from .reproduce.evaluate import evaluate, fit
 
     f = fit(cfg)
     out = Path(args.results) if args.results else Path(cfg.out_dir) / cfg.profile / f"eval-{f.fit_hash}"
@@ -110,14 +110,14 @@ def cmd_score(args):
     if args.normals is not None or args.name is not None:
         return cmd_score_own(args)
     if args.cls is None:
-        from .data import DataError
+        from .data.datasets import DataError
 
         raise DataError("score needs --normals GOOD_DIR and --name NAME (or --class CLASS of the data set)")
     return cmd_score_class(args)
 
 
 def cmd_score_own(args):
-    from .data import DataError
+    from .data.datasets import DataError
     from .own import score_own
 
     if args.normals is None or args.name is None:
@@ -140,8 +140,8 @@ def cmd_score_class(args):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from .data import DataError, load_image
-    from .evaluate import fit, open_data
+    from .data.datasets import DataError, load_image
+    from .reproduce.evaluate import fit, open_data
     from .own import image_files
     from .utils import atomic_path, write_csv_atomic
 
@@ -250,13 +250,13 @@ def main(argv=None):
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["book"]:  # the book runner has its own options
-        from . import book
+        from .reproduce import book
 
         return book.main(argv[1:])
     args = ap.parse_args(argv)
     if getattr(args, "classes", None):
         args.classes = [c for c in args.classes.split(",") if c]
-    from .data import DataError
+    from .data.datasets import DataError
 
     try:
         rc = args.fn(args)

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .data import IMAGE_EXTENSIONS, DataError, load_image
+from .data.datasets import IMAGE_EXTENSIONS, DataError, load_image
 
 METHODS = ("anomalysd", "patchcore", "spade", "padim", "protoknn")
 
@@ -118,15 +118,15 @@ class OwnDetector:
     def __init__(self, cfg, method: str, cls: str, kind: str, normals: list, run_dir: Path, progress=True):
         if method not in METHODS:
             raise ValueError(f"--method {method!r} is not one of {list(METHODS)}")
-        from .experiments import frozen_models
+        from .method.features import frozen_models
 
         self.cfg, self.method, self.cls, self.kind = cfg, method, cls, kind
         backbone, distance = frozen_models(cfg)
         self.info = {}
         if method == "anomalysd":
-            from .finetune import finetune
-            from .models import load_components
-            from .scoring import AnomalySD
+            from .method.finetune import finetune
+            from .method.models import load_components
+            from .method.scoring import AnomalySD
             from .utils import resolve_device
 
             device = resolve_device(cfg.device)
@@ -139,7 +139,7 @@ class OwnDetector:
                                            vae_path=self.info.get("vae"))
             self.det = AnomalySD(cfg, comp, backbone, distance)
         else:
-            from .baselines import build_baseline
+            from .method.baselines import build_baseline
 
             self.det = None
             self._build = lambda: build_baseline(method, backbone)
@@ -162,7 +162,7 @@ class OwnDetector:
 
 def calibrate(detector: OwnDetector, normals: list, views: int = 4, seed: int = 0, progress=True) -> dict:
     """The threshold of the module docstring (step 4): {"threshold", "scores", "rule"}."""
-    from .autolambda import relit
+    from .method.autolambda import relit
 
     rng = np.random.default_rng(seed)
     scores = []
@@ -199,8 +199,8 @@ def score_own(cfg, files, normals_dir, name: str, out, method: str = "anomalysd"
               kind: str = "texture", views: int = 4, progress: bool = True) -> pd.DataFrame:
     """Score ``files`` against the normals of ``normals_dir`` (module docstring); returns the table
     written to ``out/results.csv``."""
-    from .finetune import FINETUNE_KEYS
-    from .prompts import prompt_set
+    from .method.finetune import FINETUNE_KEYS
+    from .method.prompts import prompt_set
 
     if method not in METHODS:
         raise DataError(f"--method {method!r} is not one of {list(METHODS)}")

@@ -49,7 +49,7 @@ def evaluate_parallel(fitted, variants=("ms+proto",), alphas=None, with_baseline
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from .evaluate import collect, evaluate, summarise, test_items, write_outputs
+    from .reproduce.evaluate import collect, evaluate, summarise, test_items, write_outputs
 
     state = state or PartialState()
     if state.num_processes == 1:
@@ -78,7 +78,7 @@ def fit_on_all(cfg, progress: bool = True, state=None):
     """``evaluate.fit`` on every process, the main one first (a fine-tune runs once, then is reused)."""
     from accelerate import PartialState
 
-    from .evaluate import fit
+    from .reproduce.evaluate import fit
 
     state = state or PartialState()
     with state.main_process_first():

@@ -44,8 +44,8 @@ def config(args: argparse.Namespace, **over):
 
 def fitted(args: argparse.Namespace, seed: int, **over):
     """The detector at one shot and ``seed`` on the study's data, fitted (or read from the cache)."""
-    from anomalysd_core.evaluate import fit
-    from anomalysd_core.features import frozen_models
+    from anomalysd_core.reproduce.evaluate import fit
+    from anomalysd_core.method.features import frozen_models
 
     cfg = config(args, shots=1, seed=seed, **over)
     return fit(cfg, progress=False, **dict(zip(("backbone", "distance"), frozen_models(cfg))))

@@ -29,7 +29,7 @@ TOLS = (0.005, 0.03)
 
 
 def choices(rec: dict, name: str, default: float, tol: float, candidates=LAMBDAS) -> float:
-    from anomalysd_core.autolambda import choose
+    from anomalysd_core.method.autolambda import choose
 
     pix, img = ({float(k): v for k, v in rec[c].items()} for c in ("pixel", "image"))
     curve = {"pixel": pix, "image": img, "mean": {k: (pix[k] + img[k]) / 2 for k in pix}}[name]
@@ -40,14 +40,14 @@ def main(argv=None) -> None:
     args = _validation.checked(_validation.parser(__doc__.splitlines()[0]).parse_args(argv))
     import pandas as pd
 
-    from anomalysd_core import experiments as ex
-    from anomalysd_core.autolambda import FALLBACK
+    from anomalysd_core.reproduce import tables
+    from anomalysd_core.method.autolambda import FALLBACK
 
     t0 = time.perf_counter()
     common = dict(data_root=args.data_root, out_dir=args.out_dir)
     rows = []
     for seed in args.seeds:
-        sweep = ex.noise_sweep(args.profile, lambdas=LAMBDAS, seeds=(seed,), shots=1, write=False, **common)
+        sweep = tables.noise_sweep(args.profile, lambdas=LAMBDAS, seeds=(seed,), shots=1, write=False, **common)
         sweep = sweep[(sweep["method"] == "anomalysd") & (sweep["class"] != "mean")]
         at = {(r["class"], round(r["lambda"], 6)): r for _, r in sweep.iterrows()}
         fitted = _validation.fitted(args, seed, noise_strength="auto", auto_lambdas=LAMBDAS)

@@ -1,6 +1,6 @@
 """How sure is each inference choice of mini? A paired bootstrap on the *validation* build.
 
-Mini departs from the paper's inference in four settings (``experiments.PAPER_MAP``), each chosen
+Mini departs from the paper's inference in four settings (``tables.PAPER_MAP``), each chosen
 on a validation build by its own study: the blur of S_map (``map_blur_validation.py``), the floor
 on eq (15)'s threshold (``proto_floor_validation.py``), the weight of S_pg in eq (21)
 (``fusion_alpha_validation.py``) and the image score (``image_score_validation.py``); the last two
@@ -32,9 +32,9 @@ def main(argv=None) -> None:
     args = _validation.checked(ap.parse_args(argv))
     import pandas as pd
 
-    from anomalysd_core.evaluate import collect, summarise
-    from anomalysd_core.experiments import PAPER_MAP as PAPER  # the paper's value of each inference choice
-    from anomalysd_core.metrics import bootstrap_gain
+    from anomalysd_core.reproduce.evaluate import collect, summarise
+    from anomalysd_core.reproduce.tables import PAPER_MAP as PAPER  # the paper's value of each inference choice
+    from anomalysd_core.method.metrics import bootstrap_gain
 
     t0 = time.perf_counter()
     mini = _validation.config(args)

@@ -55,7 +55,7 @@ def run_one(args) -> list[dict]:
     torch.set_num_threads(threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from anomalysd_core.config import get_config
-    from anomalysd_core.evaluate import evaluate, fit
+    from anomalysd_core.reproduce.evaluate import evaluate, fit
 
     rows = []
     t0 = time.perf_counter()

@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     args = _validation.checked(ap.parse_args(argv))
     import pandas as pd
 
-    from anomalysd_core.evaluate import evaluate
+    from anomalysd_core.reproduce.evaluate import evaluate
 
     t0 = time.perf_counter()
     rows = []

@@ -32,9 +32,9 @@ def main(argv=None) -> None:
     args = _validation.checked(ap.parse_args(argv))
     import pandas as pd
 
-    from anomalysd_core.evaluate import collect
-    from anomalysd_core.metrics import image_metrics
-    from anomalysd_core.scoring import image_score
+    from anomalysd_core.reproduce.evaluate import collect
+    from anomalysd_core.method.metrics import image_metrics
+    from anomalysd_core.method.scoring import image_score
 
     t0 = time.perf_counter()
     rows = []

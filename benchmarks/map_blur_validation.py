@@ -36,10 +36,10 @@ def main(argv=None) -> None:
     import pandas as pd
     import torch
 
-    from anomalysd_core import data as data_mod
-    from anomalysd_core.baselines import build_baseline
-    from anomalysd_core.evaluate import class_metrics, intermediates_cached, test_items
-    from anomalysd_core.scoring import fuse
+    from anomalysd_core.data import datasets as data_mod
+    from anomalysd_core.method.baselines import build_baseline
+    from anomalysd_core.reproduce.evaluate import class_metrics, intermediates_cached, test_items
+    from anomalysd_core.method.scoring import fuse
 
     t0 = time.perf_counter()
     rows = []

@@ -29,10 +29,10 @@ def main(argv=None) -> None:
     import pandas as pd
 
     from anomalysd_core import own
-    from anomalysd_core.autolambda import relit, view
+    from anomalysd_core.method.autolambda import relit, view
     from anomalysd_core.config import get_config
-    from anomalysd_core.data import load_image, open_dataset
-    from anomalysd_core.mini import ensure_mini
+    from anomalysd_core.data.datasets import load_image, open_dataset
+    from anomalysd_core.data.mini import ensure_mini
 
     t0 = time.perf_counter()
     cfg = get_config(args.profile, data_root=args.data_root)

@@ -4,9 +4,9 @@ Both engines inpaint one 512-px image under the paper's 86 masks with 50 DDIM st
 (21 U-Net calls per mask), with SD-1.5-inpainting-size models (``UNet2DConditionModel`` with 9
 input channels and 768-d cross-attention, SD's ``AutoencoderKL``) and random weights: the time
 does not depend on the weights. ``engine`` is ``inpaint.inpaint`` (all masks batched); ``naive``
-is one ``StableDiffusionInpaintPipeline`` call per mask (``inference_speed.NaiveEngine``). For
+is one ``StableDiffusionInpaintPipeline`` call per mask (``naive_pipeline.NaiveEngine``). For
 each ``--dtypes`` value this measures seconds per image and the peak GPU memory above the models'
-(``inference_speed.timed``) of both, the work per image from ``torch.utils.flop_counter`` (U-Net,
+(``speed_timing.timed``) of both, the work per image from ``torch.utils.flop_counter`` (U-Net,
 VAE encode and decode calls times their counts), and the fraction of the device's peak that the
 engine reaches, the peak being a large matrix product in the same dtype timed in the same run.
 In the first dtype the batched engine is timed again per ``--modes`` variant: channels-last
@@ -40,12 +40,14 @@ warnings.filterwarnings("ignore")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from inference_speed import SD_UNET, SD_VAE, NaiveEngine, random_models, timed  # noqa: E402
+from naive_pipeline import NaiveEngine  # noqa: E402
+from speed_paper_size import SD_UNET, SD_VAE, random_models  # noqa: E402
+from speed_timing import timed  # noqa: E402
 
-from anomalysd_core import cost as cost_mod  # noqa: E402
-from anomalysd_core.inpaint import inpaint, latent_mask, masked_image, unet_input  # noqa: E402
-from anomalysd_core.masks import grid_masks  # noqa: E402
-from anomalysd_core.models import (COMPILE_MODES, Components, channels_last, mini_unet_config,  # noqa: E402
+from anomalysd_core.reproduce import cost as cost_mod  # noqa: E402
+from anomalysd_core.method.inpaint import inpaint, latent_mask, masked_image, unet_input  # noqa: E402
+from anomalysd_core.method.masks import grid_masks  # noqa: E402
+from anomalysd_core.method.models import (COMPILE_MODES, Components, channels_last, mini_unet_config,  # noqa: E402
                                    mini_vae_config, scheduler_config, vae_dtype)
 from anomalysd_core.utils import (autocast, provenance, resolve_device, write_csv_atomic,  # noqa: E402
                                   write_json_atomic)
@@ -55,7 +57,7 @@ FINETUNE_STEPS = 4000 * math.ceil(15 / 8)  # the paper's 4000 epochs over 15 MVT
 
 def timed_gib(fn, dev: torch.device):
     """(result, seconds, GPU memory at the peak above the start in GiB; NaN on a CPU) of one call
-    of ``fn`` (``inference_speed.timed``)."""
+    of ``fn`` (``speed_timing.timed``)."""
     out, sec, mib = timed(fn, dev, mem=dev.type == "cuda")
     return out, sec, mib / 1024
 

@@ -29,8 +29,8 @@ def main(argv=None) -> None:
     args = _validation.checked(_validation.parser(__doc__.splitlines()[0]).parse_args(argv))
     import pandas as pd
 
-    from anomalysd_core.diagnose import stage_table
-    from anomalysd_core.evaluate import evaluate
+    from anomalysd_core.reproduce.diagnose import stage_table
+    from anomalysd_core.reproduce.evaluate import evaluate
 
     t0 = time.perf_counter()
     rows = []

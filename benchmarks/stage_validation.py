@@ -29,7 +29,7 @@ def main(argv=None) -> None:
     args = _validation.checked(ap.parse_args(argv))
     import pandas as pd
 
-    from anomalysd_core.diagnose import stage_table
+    from anomalysd_core.reproduce.diagnose import stage_table
 
     t0 = time.perf_counter()
     frames = []

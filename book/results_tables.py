@@ -36,17 +36,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomalysd_core.book import glue, html_table
+from anomalysd_core.reproduce.display import glue, html_table
 from anomalysd_core.config import REPO_ROOT
 
 rdir = Path(results_dir) if results_dir else REPO_ROOT / "results" / profile
 files = sorted(p for p in rdir.glob("*.csv") if not p.name.startswith(".")) if rdir.is_dir() else []
-tables = {p.name: pd.read_csv(p) for p in files}
+result_tables = {p.name: pd.read_csv(p) for p in files}
 glue("profile", profile)
 glue("results_dir", f"results/{profile}")
-glue("n_result_files", str(len(tables)))
+glue("n_result_files", str(len(result_tables)))
 listing = pd.DataFrame([{"file": n, "rows": len(t), "columns": ", ".join(map(str, t.columns[:8]))
-                         + (", ..." if len(t.columns) > 8 else "")} for n, t in tables.items()],
+                         + (", ..." if len(t.columns) > 8 else "")} for n, t in result_tables.items()],
                        columns=["file", "rows", "columns"])
 if listing.empty:
     listing = pd.DataFrame([{"file": "(none yet)", "rows": 0, "columns": ""}])
@@ -59,12 +59,12 @@ def placeholder(what: str, how: str) -> pd.DataFrame:
     return pd.DataFrame([{"status": f"no {what} in results/{profile} yet", "how to make it": how}])
 
 
-times = tables.get("notebook_times.csv")
+times = result_tables.get("notebook_times.csv")
 if times is not None and len(times):
     times = times.sort_values("notebook").reset_index(drop=True)
     glue("notebook_total_seconds", f"{times['seconds'].sum():.0f}")
 else:
-    times = placeholder("notebook_times.csv", f"python -m anomalysd_core.book --profile {profile}")
+    times = placeholder("notebook_times.csv", f"python -m anomalysd_core.reproduce.book --profile {profile}")
     glue("notebook_total_seconds", "n/a")
 glue("notebook_times_table", html_table(times), display=False)
 times
@@ -73,7 +73,7 @@ times
 # Stage times written by the pipeline (any other CSV whose name contains `time`):
 
 # %%
-stage = [t.assign(file=n) for n, t in tables.items() if "time" in n and n != "notebook_times.csv"]
+stage = [t.assign(file=n) for n, t in result_tables.items() if "time" in n and n != "notebook_times.csv"]
 stage_times = (pd.concat(stage, ignore_index=True) if stage else
                placeholder("stage timing file", f"anomalysd evaluate --profile {profile}"))
 glue("stage_times_table", html_table(stage_times), display=False)
@@ -83,9 +83,9 @@ stage_times
 # Metrics (every `metrics*.csv`, scores in percent):
 
 # %%
-metric_files = [n for n in tables if n.startswith("metrics")]
+metric_files = [n for n in result_tables if n.startswith("metrics")]
 if metric_files:
-    metrics = pd.concat([tables[n].assign(file=n) for n in metric_files], ignore_index=True)
+    metrics = pd.concat([result_tables[n].assign(file=n) for n in metric_files], ignore_index=True)
     num = [c for c in metrics.columns if c.startswith(("i_", "p_"))]
     metrics[num] = (100 * metrics[num]).round(1)
 else:
@@ -118,24 +118,24 @@ for p in PROFILES:
 #
 # The results of notebooks 05-09 (`table1.csv`, `table3.csv`, `table4.csv`, `table5.csv`,
 # `noise_sweep.csv`), each beside the paper's numbers, with the comparison sentences computed from
-# them by `anomalysd_core.experiments`. A missing file gives a placeholder that names the notebook
+# them by `anomalysd_core.reproduce.summaries` and `prose`. A missing file gives a placeholder that names the notebook
 # that makes it.
 
 # %%
 import matplotlib.pyplot as plt
 
-from anomalysd_core import experiments as ex
-from anomalysd_core import plots
+from anomalysd_core.reproduce import paper_numbers, prose, summaries, tables
+from anomalysd_core.reproduce import plots
 
 MAKERS = {"table1": "05_main_results", "table3": "06_ablation_modules", "table4": "07_ablation_design",
           "table5": "08_ablation_masks", "noise_sweep": "09_noise_strength", "diagnosis": "10_diagnosis",
           "robustness": "11_robustness"}
-loaded = {name: ex.load_result(name, profile, rdir) for name in MAKERS}
+loaded = {name: tables.load_result(name, profile, rdir) for name in MAKERS}
 
 
 def missing(name: str) -> pd.DataFrame:
     return placeholder(f"{name}.csv", f"run notebooks/{MAKERS[name]}.py "
-                       f"(python -m anomalysd_core.book --profile {profile} --only {MAKERS[name][:2]})")
+                       f"(python -m anomalysd_core.reproduce.book --profile {profile} --only {MAKERS[name][:2]})")
 
 
 def not_yet(name: str) -> str:
@@ -154,7 +154,7 @@ for name, (df, info) in loaded.items():
                       "created (UTC)": info.get("created", ""), "commit": info.get("commit", ""),
                       "image size": cfg_d.get("image_size", ""), "base model": cfg_d.get("base_model", ""),
                       "seeds": ", ".join(map(str, info.get("seeds", []))),
-                      "hours": ex.fmt(info.get("wall_seconds", float("nan")) / 3600, 2)})
+                      "hours": summaries.fmt(info.get("wall_seconds", float("nan")) / 3600, 2)})
 provenance_table = pd.DataFrame(prov_rows)
 glue("provenance_table", html_table(provenance_table), display=False)
 provenance_table
@@ -165,15 +165,15 @@ provenance_table
 # %%
 t1, t1_info = loaded["table1"]
 if t1 is not None:
-    t1_summary, t1_beside = ex.table1_summary(t1), ex.beside_paper1(t1, profile)
-    t1_per_class, t1_timing = ex.per_class_table(t1), ex.timing_table(t1.attrs.get("runs", []))
-    t1_sent = ex.table1_sentences(t1, profile)
+    t1_summary, t1_beside = summaries.table1_summary(t1), summaries.beside_paper1(t1, profile)
+    t1_per_class, t1_timing = summaries.per_class_table(t1), summaries.timing_table(t1.attrs.get("runs", []))
+    t1_sent = prose.table1_sentences(t1, profile)
     glue("n_seeds", str(t1["seed"].nunique()))
     glue("shots", ", ".join(str(k) for k in sorted(t1["shots"].unique())))
     mean_rows = t1[t1["class"] == "mean"].copy()
-    mean_rows["method"] = mean_rows["method"].map(ex.METHOD_LABELS)
+    mean_rows["method"] = mean_rows["method"].map(summaries.METHOD_LABELS)
     mean_rows[["i_auroc", "p_auroc"]] *= 100
-    paper1 = ex.paper_table1()
+    paper1 = paper_numbers.paper_table1()
     paper1 = paper1[paper1["method"].isin(set(mean_rows["method"]) | {"WinCLIP"})]
     fig = plots.metric_vs_shots(mean_rows, paper1, profile)
     glue("table1_plot", fig, display=False)
@@ -192,13 +192,13 @@ glue("table1_summary", html_table(t1_summary), display=False)
 glue("table1_beside_paper", html_table(t1_beside), display=False)
 glue("table1_per_class", html_table(t1_per_class, index=t1 is not None), display=False)
 glue("table1_timing", html_table(t1_timing), display=False)
-cost = ex.cost_table(profile, rdir)
+cost = summaries.cost_table(profile, rdir)
 if cost is None:
     cost = placeholder("bench_scaling.csv", f"python benchmarks/inference_speed.py --profile {profile}")
 glue("cost_table", html_table(cost), display=False)
 
 # the paper-size head-to-head measured on a GPU (benchmarks/paper_speed.py), when one has been run
-gdir = ex.get_results_dir("gpu")
+gdir = tables.get_results_dir("gpu")
 gpu_tables = {}  # the CSVs read, by name
 for key, name, cols in (
         ("gpu_speed", "bench_paper_speed", ["gpu", "dtype", "engine", "mode", "s_per_image", "peak_gib",
@@ -242,10 +242,10 @@ glue("gpu_summary", gpu_sentence(gpu_tables["bench_paper_speed"]) if "bench_pape
      "No GPU has run benchmarks/paper_speed.py for these results yet.")
 for key in ("shots_trend", "best_method", "gap", "seed_std", "same_draws"):
     glue(f"t1_{key}", t1_sent.get(key, not_yet("table1")))
-t1_scores = ex.load_scores("table1", profile, rdir)
+t1_scores = tables.load_scores("table1", profile, rdir)
 if t1 is not None and t1_scores is not None:
-    gap_shots, t1_gaps = ex.table1_gaps(t1_scores)
-    glue("t1_gap_text", ex.gap_sentence(t1_gaps, "method", f"AnomalySD at {gap_shots} shot(s)"))
+    gap_shots, t1_gaps = summaries.table1_gaps(t1_scores)
+    glue("t1_gap_text", prose.gap_sentence(t1_gaps, "method", f"AnomalySD at {gap_shots} shot(s)"))
 else:
     t1_gaps = missing("table1")
     glue("t1_gap_text", not_yet("table1"))
@@ -261,16 +261,16 @@ for n in (3, 4, 5):
     name = f"table{n}"
     df, info = loaded[name]
     if df is not None:
-        glue(f"{name}_beside_paper", html_table(ex.ablation_table(df, name, profile)), display=False)
-        sent = ex.ablation_sentences(df, name, profile, t1)
+        glue(f"{name}_beside_paper", html_table(summaries.ablation_table(df, name, profile)), display=False)
+        sent = prose.ablation_sentences(df, name, profile, t1)
         ablation_meta.append((int(df["shots"].iloc[0]), int(df["seed"].iloc[0])))
     else:
         glue(f"{name}_beside_paper", html_table(missing(name)), display=False)
         sent = {}
     for key in ("best_i_auroc", "best_p_auroc", "spread"):
         glue(f"t{n}_{key}", sent.get(key, not_yet(name)))
-    scores = ex.load_scores(name, profile, rdir)
-    gaps = ex.ablation_gaps(name, scores) if df is not None and scores is not None else missing(name)
+    scores = tables.load_scores(name, profile, rdir)
+    gaps = summaries.ablation_gaps(name, scores) if df is not None and scores is not None else missing(name)
     glue(f"{name}_gaps", html_table(gaps), display=False)
 meta = sorted(set(ablation_meta))
 glue("ablation_shots", ", ".join(str(k) for k, _ in meta) if meta else "n/a")
@@ -282,11 +282,11 @@ glue("ablation_seed", ", ".join(str(s) for _, s in meta) if meta else "n/a")
 # %%
 ns, _ = loaded["noise_sweep"]
 if ns is not None:
-    glue("noise_table", html_table(ex.noise_table(ns).round(1)), display=False)
-    glue("noise_per_class", html_table(ex.noise_per_class(ns)), display=False)
-    n_sent = ex.noise_sentences(ns, profile, get_config(profile).noise_strength)
-    ns_scores = ex.load_scores("noise_sweep", profile, rdir)
-    glue("noise_gaps", html_table(ex.noise_gaps(ns_scores, get_config(profile).noise_strength)
+    glue("noise_table", html_table(summaries.noise_table(ns).round(1)), display=False)
+    glue("noise_per_class", html_table(summaries.noise_per_class(ns)), display=False)
+    n_sent = prose.noise_sentences(ns, profile, get_config(profile).noise_strength)
+    ns_scores = tables.load_scores("noise_sweep", profile, rdir)
+    glue("noise_gaps", html_table(summaries.noise_gaps(ns_scores, get_config(profile).noise_strength)
                                   if ns_scores is not None else missing("noise_sweep")), display=False)
 else:
     glue("noise_gaps", html_table(missing("noise_sweep")), display=False)
@@ -411,7 +411,7 @@ diag_test = _cover(diag[diag["model"] == diag["model"].iloc[-1]]) if diag is not
 glue("proto_cover_builds", html_table(_builds_table("stage_validation", _cover, diag_test)), display=False)
 
 # automatic lambda (ours): Table 1's automatic row against its fixed row and the sweep's best
-auto_table, auto_sent = ex.auto_lambda_summary(loaded["table1"][0], ns)
+auto_table, auto_sent = prose.auto_lambda_summary(loaded["table1"][0], ns)
 glue("auto_summary", html_table(auto_table if len(auto_table) else missing("table1")), display=False)
 for key in ("vs_fixed", "vs_best"):
     glue(f"auto_{key}_text", auto_sent.get(key, not_yet("table1")))
@@ -422,8 +422,8 @@ for key in ("vs_fixed", "vs_best"):
 # %%
 rob, _ = loaded["robustness"]
 if rob is not None:
-    glue("rob_summary", html_table(ex.robustness_table(rob)), display=False)
-    r_sent = ex.robustness_sentences(rob, profile)
+    glue("rob_summary", html_table(summaries.robustness_table(rob)), display=False)
+    r_sent = prose.robustness_sentences(rob, profile)
 else:
     glue("rob_summary", html_table(missing("robustness")), display=False)
     r_sent = {}

@@ -1,7 +1,7 @@
 """Draw the AnomalySD method schematic for the book's intro page (matplotlib only, no data).
 
 ``python book/schematic.py OUT.png`` or ``draw(path)``; the book runner calls ``draw`` while it
-stages the site (``anomalysd_core.book.stage_book``), so the figure is never stored in git.
+stages the site (``anomalysd_core.reproduce.book.stage_book``), so the figure is never stored in git.
 """
 from __future__ import annotations
 

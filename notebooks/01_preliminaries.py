@@ -55,13 +55,13 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from skimage import data as skdata
 from skimage.transform import resize
 
-from anomalysd_core import diffusion as D
-from anomalysd_core.book import components_for_notebook, glue
+from anomalysd_core.method import diffusion as D
+from anomalysd_core.reproduce.display import components_for_notebook, glue
 from anomalysd_core.config import get_config
-from anomalysd_core.inpaint import masked_image, unet_input
-from anomalysd_core.masks import grid_masks
-from anomalysd_core.models import scheduler_config
-from anomalysd_core.prompts import prompt_set
+from anomalysd_core.method.inpaint import masked_image, unet_input
+from anomalysd_core.method.masks import grid_masks
+from anomalysd_core.method.models import scheduler_config
+from anomalysd_core.method.prompts import prompt_set
 
 torch.manual_seed(seed)
 cfg = get_config(profile)

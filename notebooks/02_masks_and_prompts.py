@@ -57,16 +57,16 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from anomalysd_core import masks as M
-from anomalysd_core import prototypes as P
-from anomalysd_core.book import glue
+from anomalysd_core.method import masks as M
+from anomalysd_core.method import prototypes as P
+from anomalysd_core.reproduce.display import glue
 from anomalysd_core.config import get_config
-from anomalysd_core.data import MVTecDataset, load_image, load_mask, sample_shots
-from anomalysd_core.diffusion import pooled_text_embeddings
-from anomalysd_core.features import build_backbone
-from anomalysd_core.mini import ensure_mini
-from anomalysd_core.models import load_text_encoder
-from anomalysd_core.prompts import display_name, prompt_set
+from anomalysd_core.data.datasets import MVTecDataset, load_image, load_mask, sample_shots
+from anomalysd_core.method.diffusion import pooled_text_embeddings
+from anomalysd_core.method.features import build_backbone
+from anomalysd_core.data.mini import ensure_mini
+from anomalysd_core.method.models import load_text_encoder
+from anomalysd_core.method.prompts import display_name, prompt_set
 
 cfg = get_config(profile, **({"data_root": data_root} if data_root else {}))
 rng = np.random.default_rng(seed)
@@ -276,7 +276,7 @@ plt.show()
 # Each class has a coarse prompt, "A perfect [c].", and fine-grained descriptions of its normal
 # appearance (Sec. 4.1). Training draws one at random; inference averages their text embeddings
 # $\tau(y)$. The paper's fine-grained lists are not public, so the project wrote its own
-# (`anomalysd_core/prompts.yaml`, see {doc}`../deviations`).
+# (`anomalysd_core/method/prompts.yaml`, see {doc}`../deviations`).
 
 # %%
 pset = prompt_set(prompt_class)

@@ -55,17 +55,19 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from anomalysd_core import experiments as ex
-from anomalysd_core import plots
-from anomalysd_core.book import glue
-from anomalysd_core.config import get_config
-from anomalysd_core.data import load_image, load_sample
-from anomalysd_core.evaluate import fit
-from anomalysd_core.inpaint import inpaint
-from anomalysd_core.masks import grid_masks
-from anomalysd_core.models import load_components
+from anomalysd_core.method import features
 
-over, _, base_note = ex.notebook_setup(profile, data_root, base_model, out_dir)
+from anomalysd_core.reproduce import params, summaries
+from anomalysd_core.reproduce import plots
+from anomalysd_core.reproduce.display import glue
+from anomalysd_core.config import get_config
+from anomalysd_core.data.datasets import load_image, load_sample
+from anomalysd_core.reproduce.evaluate import fit
+from anomalysd_core.method.inpaint import inpaint
+from anomalysd_core.method.masks import grid_masks
+from anomalysd_core.method.models import load_components
+
+over, _, base_note = params.notebook_setup(profile, data_root, base_model, out_dir)
 cfg = get_config(profile, seed=seed, **over)
 if cfg.shots < 1:
     raise ValueError("fine-tuning needs at least one shot: set shots >= 1 in the profile")
@@ -86,7 +88,7 @@ print(f"profile {cfg.profile}: {cfg.shots} shot(s) per class, seed {cfg.seed}, {
 # and 4 share the full method's decoder, and Table 3's one-module rows its modules.
 
 # %%
-backbone, distance = ex.frozen_models(cfg)
+backbone, distance = features.frozen_models(cfg)
 fitted = fit(cfg, progress=False, backbone=backbone, distance=distance)
 base = load_components(cfg)          # the same base model, untouched
 tuned = fitted.detector.comp         # after eq (8) and eq (10)
@@ -225,7 +227,7 @@ by_model = meas.groupby("model")[["D normal patch", "defect contrast", "VAE PSNR
 by_model = by_model.reindex(["base", "fine-tuned"])
 for col, key in (("D normal patch", "d_normal"), ("defect contrast", "contrast"), ("VAE PSNR (dB)", "psnr")):
     for m, tag in (("base", "base"), ("fine-tuned", "tuned")):
-        glue(f"{key}_{tag}", ex.fmt(by_model.loc[m, col], 2 if key != "d_normal" else 4))
+        glue(f"{key}_{tag}", summaries.fmt(by_model.loc[m, col], 2 if key != "d_normal" else 4))
 
 
 def change(col, better):

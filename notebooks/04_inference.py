@@ -59,19 +59,21 @@ import numpy as np
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from anomalysd_core import experiments as ex
-from anomalysd_core import plots
-from anomalysd_core import prototypes as P
-from anomalysd_core.book import glue
-from anomalysd_core.config import get_config
-from anomalysd_core.data import load_sample
-from anomalysd_core.evaluate import fit
-from anomalysd_core.scoring import harmonic_mean
+from anomalysd_core.method import features
 
-over, _, base_note = ex.notebook_setup(profile, data_root, base_model, out_dir)
+from anomalysd_core.reproduce import params
+from anomalysd_core.reproduce import plots
+from anomalysd_core.method import prototypes as P
+from anomalysd_core.reproduce.display import glue
+from anomalysd_core.config import get_config
+from anomalysd_core.data.datasets import load_sample
+from anomalysd_core.reproduce.evaluate import fit
+from anomalysd_core.method.scoring import harmonic_mean
+
+over, _, base_note = params.notebook_setup(profile, data_root, base_model, out_dir)
 cfg = get_config(profile, seed=seed, **over)
 display(Markdown(base_note))
-backbone, distance = ex.frozen_models(cfg)
+backbone, distance = features.frozen_models(cfg)
 fitted = fit(cfg, progress=False, backbone=backbone, distance=distance)   # cached fine-tune
 det, ds, size = fitted.detector, fitted.dataset, cfg.image_size
 print(f"profile {cfg.profile}: {cfg.shots}-shot fit {fitted.fit_hash}; {size} px; grid scales "

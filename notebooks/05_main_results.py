@@ -57,16 +57,16 @@ baselines = ""        # e.g. "patchcore,spade"; "none"; empty: the profile's (pa
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from anomalysd_core import experiments as ex
-from anomalysd_core import plots
-from anomalysd_core.book import glue, html_table
+from anomalysd_core.reproduce import paper_numbers, params, prose, summaries, tables
+from anomalysd_core.reproduce import plots
+from anomalysd_core.reproduce.display import glue, html_table
 
-over, rdir, base_note = ex.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
-defaults = ex.sweep_defaults(profile)
-shots = ex.parse_list(shots_list, defaults["shots"])
-seed_list = ex.parse_list(seeds, defaults["seeds"])
-zero_list = ex.parse_list(zero_shot_seeds, defaults.get("zero_shot_seeds", seed_list))
-baseline_list = [] if baselines.strip().lower() == "none" else ex.parse_list(baselines, defaults["baselines"], str)
+over, rdir, base_note = params.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
+defaults = params.sweep_defaults(profile)
+shots = params.parse_list(shots_list, defaults["shots"])
+seed_list = params.parse_list(seeds, defaults["seeds"])
+zero_list = params.parse_list(zero_shot_seeds, defaults.get("zero_shot_seeds", seed_list))
+baseline_list = [] if baselines.strip().lower() == "none" else params.parse_list(baselines, defaults["baselines"], str)
 display(Markdown(base_note))
 print(f"profile {profile}: shots {shots}, seeds {seed_list}, baselines {baseline_list}; results -> {rdir}")
 glue("profile", profile)
@@ -78,7 +78,7 @@ glue("zero_shot_seeds", ", ".join(map(str, zero_list)))
 # %% [markdown]
 # ## 1. Running the table
 #
-# `experiments.table1` runs `evaluate.fit` and `evaluate.evaluate` for every (shots, seed), then the
+# `tables.table1` runs `evaluate.fit` and `evaluate.evaluate` for every (shots, seed), then the
 # baselines on the same shots. With zero shots there is nothing to fine-tune on and no prototype
 # bank: AnomalySD then uses the base model with the multi-scale masks only (a seed changes only its
 # noise draws, so that row runs at seed(s) {glue:text}`zero_shot_seeds`), and the memory-bank
@@ -88,7 +88,7 @@ glue("zero_shot_seeds", ", ".join(map(str, zero_list)))
 # has finished, atomically.
 
 # %%
-df = ex.table1(profile, shots=shots, seeds=seed_list, baselines=baseline_list, results_dir=rdir,
+df = tables.table1(profile, shots=shots, seeds=seed_list, baselines=baseline_list, results_dir=rdir,
                zero_shot_seeds=zero_list, **over)
 runs = df.attrs["runs"]
 mean_rows = df[df["class"] == "mean"]
@@ -104,7 +104,7 @@ print(f"{len(df)} rows -> {rdir / 'table1.csv'}")
 # average only the classes with pixel masks: the mini solar-cell classes have image labels only.
 
 # %%
-summary = ex.table1_summary(df)
+summary = summaries.table1_summary(df)
 glue("table1_summary", html_table(summary), display=False)
 summary
 
@@ -113,7 +113,7 @@ summary
 #
 # The standard deviation above says how much the shot draw and the noise move a result; it says
 # nothing about the test images themselves, and there are only {glue:text}`n_test_images` of
-# them. `experiments.gap_table` draws the test images of every class again with replacement
+# them. `summaries.gap_table` draws the test images of every class again with replacement
 # (`metrics.bootstrap_gain`; the same draw for every method and seed, so the comparison is
 # paired) and gives each method's difference to AnomalySD at {glue:text}`gap_shots` shot(s), in
 # points of class-mean image AUROC averaged over the seeds, with its bootstrap standard deviation
@@ -121,10 +121,10 @@ summary
 # Pixel AUROC pools tens of thousands of pixels and is not bootstrapped here.
 
 # %%
-gap_shots, gaps = ex.table1_gaps(ex.load_scores("table1", profile, rdir))
+gap_shots, gaps = summaries.table1_gaps(tables.load_scores("table1", profile, rdir))
 glue("gap_shots", str(gap_shots))
 glue("table1_gaps", html_table(gaps), display=False)
-glue("t1_gap_text", ex.gap_sentence(gaps, "method", "AnomalySD"))
+glue("t1_gap_text", prose.gap_sentence(gaps, "method", "AnomalySD"))
 display(html_table(gaps))
 
 # %% [markdown]
@@ -138,20 +138,20 @@ display(html_table(gaps))
 # has show "—": we did not re-run WinCLIP or plain SD, and the paper has no prototype-map-alone row.
 
 # %%
-beside = ex.beside_paper1(df, profile)
+beside = summaries.beside_paper1(df, profile)
 glue("table1_beside_paper", html_table(beside), display=False)
 beside
 
 # %%
-ours_long = mean_rows.assign(method=mean_rows["method"].map(ex.METHOD_LABELS))
+ours_long = mean_rows.assign(method=mean_rows["method"].map(summaries.METHOD_LABELS))
 ours_long[["i_auroc", "p_auroc"]] = ours_long[["i_auroc", "p_auroc"]] * 100
-paper = ex.paper_table1()
+paper = paper_numbers.paper_table1()
 paper = paper[paper["method"].isin(set(ours_long["method"]) | {"WinCLIP"})]
 fig = plots.metric_vs_shots(ours_long, paper, profile)
 plt.show()
 
 # %%
-sent = ex.table1_sentences(df, profile)
+sent = prose.table1_sentences(df, profile)
 for key in ("shots_trend", "best_method", "gap", "seed_std"):
     glue(f"t1_{key}", sent.get(key, "n/a"))
 display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
@@ -170,7 +170,7 @@ display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 # has no pixel masks.
 
 # %%
-per_class = ex.per_class_table(df)
+per_class = summaries.per_class_table(df)
 glue("table1_per_class", html_table(per_class, index=True), display=False)
 per_class
 
@@ -189,7 +189,7 @@ from anomalysd_core.config import get_config
 
 c = get_config(profile, **over)
 glue("n_inpaintings", str(sum(k * k for k in c.grid_scales) + 1))
-timing = ex.timing_table(runs)
+timing = summaries.timing_table(runs)
 glue("table1_timing", html_table(timing), display=False)
 timing
 

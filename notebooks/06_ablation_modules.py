@@ -58,11 +58,11 @@ seed = 0              # one seed: the CPU budget of the mini profile
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from anomalysd_core import experiments as ex
-from anomalysd_core import plots
-from anomalysd_core.book import glue, html_table
+from anomalysd_core.reproduce import params, prose, summaries, tables
+from anomalysd_core.reproduce import plots
+from anomalysd_core.reproduce.display import glue, html_table
 
-over, rdir, base_note = ex.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
+over, rdir, base_note = params.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
 display(Markdown(base_note))
 glue("shots", str(shots))
 glue("seed", str(seed))
@@ -73,11 +73,11 @@ glue("profile", profile)
 #
 # Like the paper's ablations, ours use {glue:text}`shots` shot(s) per class; they use a single seed
 # ({glue:text}`seed`) because every setting costs a fine-tune and a full evaluation on the CPU.
-# `experiments.table3` writes `table3.csv` and its provenance when all four have finished.
+# `tables.table3` writes `table3.csv` and its provenance when all four have finished.
 
 # %%
-df = ex.table3(profile, seed=seed, shots=shots, results_dir=rdir, **over)
-table1_df, _ = ex.load_result("table1", profile, rdir)
+df = tables.table3(profile, seed=seed, shots=shots, results_dir=rdir, **over)
+table1_df, _ = tables.load_result("table1", profile, rdir)
 print(f"{len(df)} rows -> {rdir / 'table3.csv'}")
 
 # %% [markdown]
@@ -88,17 +88,17 @@ print(f"{len(df)} rows -> {rdir / 'table3.csv'}")
 # classes with pixel masks only (the mini solar-cell classes have image labels).
 
 # %%
-table = ex.ablation_table(df, "table3", profile)
+table = summaries.ablation_table(df, "table3", profile)
 glue("table3_beside_paper", html_table(table), display=False)
 table
 
 # %%
-fig = plots.ours_vs_paper_bars(ex.ablation_long(df, "table3", profile), profile,
+fig = plots.ours_vs_paper_bars(summaries.ablation_long(df, "table3", profile), profile,
                                f"fine-tuned modules: {profile} ({shots}-shot, seed {seed}) and the paper (MVTec-AD, 1-shot)")
 plt.show()
 
 # %%
-sent = ex.ablation_sentences(df, "table3", profile, table1_df)
+sent = prose.ablation_sentences(df, "table3", profile, table1_df)
 for key in ("best_i_auroc", "best_p_auroc", "spread"):
     glue(f"t3_{key}", sent.get(key, "n/a"))
 display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
@@ -106,11 +106,11 @@ display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 # %% [markdown]
 # How sure is each difference on these test images? Each setting's difference in image AUROC to
 # fine-tuning both modules, with the 95% interval of a paired bootstrap over the test images
-# (`experiments.ablation_gaps`, from `table3_scores.csv`); "sure" means that the interval leaves
+# (`summaries.ablation_gaps`, from `table3_scores.csv`); "sure" means that the interval leaves
 # out 0.
 
 # %%
-gaps = ex.ablation_gaps("table3", ex.load_scores("table3", profile, rdir))
+gaps = summaries.ablation_gaps("table3", tables.load_scores("table3", profile, rdir))
 display(html_table(gaps))
 
 # %% [markdown]
@@ -123,7 +123,7 @@ display(html_table(gaps))
 # ## 3. Per class
 
 # %%
-per_class = ex.per_class_by(df, "setting")
+per_class = summaries.per_class_by(df, "setting")
 glue("table3_per_class", html_table(per_class, index=True), display=False)
 per_class
 
@@ -146,4 +146,4 @@ per_class
 # 2. The decoder-only setting changes only $\mathcal D$. Which of the three stages of
 #    {doc}`04_inference` can it affect, and which can it not?
 # 3. Fine-tune the U-Net for twice the profile's steps (`unet_steps`) and add it as a fifth
-#    setting with `experiments.run_setting`. Does longer training help here?
+#    setting with `settings.run_setting`. Does longer training help here?

@@ -55,12 +55,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from anomalysd_core import experiments as ex
-from anomalysd_core import plots
-from anomalysd_core.book import glue, html_table
-from anomalysd_core.prompts import prompt_set
+from anomalysd_core.reproduce import params, prose, summaries, tables
+from anomalysd_core.reproduce import plots
+from anomalysd_core.reproduce.display import glue, html_table
+from anomalysd_core.method.prompts import prompt_set
 
-over, rdir, base_note = ex.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
+over, rdir, base_note = params.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
 display(Markdown(base_note))
 glue("shots", str(shots))
 glue("seed", str(seed))
@@ -81,12 +81,12 @@ pd.DataFrame([{"design": d, "prompt": repr(p)} for d in ("none", "simple", "hier
 # ## 2. Running the five settings
 #
 # All settings use {glue:text}`shots` shot(s) per class and the single seed {glue:text}`seed` (the
-# CPU budget); only the training-mask design or the prompt design changes. `experiments.table4`
+# CPU budget); only the training-mask design or the prompt design changes. `tables.table4`
 # writes `table4.csv` and its provenance at the end.
 
 # %%
-df = ex.table4(profile, seed=seed, shots=shots, results_dir=rdir, **over)
-table1_df, _ = ex.load_result("table1", profile, rdir)
+df = tables.table4(profile, seed=seed, shots=shots, results_dir=rdir, **over)
+table1_df, _ = tables.load_result("table1", profile, rdir)
 print(f"{len(df)} rows -> {rdir / 'table4.csv'}")
 
 # %% [markdown]
@@ -97,17 +97,17 @@ print(f"{len(df)} rows -> {rdir / 'table4.csv'}")
 # pixel masks only (the mini solar-cell classes have image labels).
 
 # %%
-table = ex.ablation_table(df, "table4", profile)
+table = summaries.ablation_table(df, "table4", profile)
 glue("table4_beside_paper", html_table(table), display=False)
 table
 
 # %%
-fig = plots.ours_vs_paper_bars(ex.ablation_long(df, "table4", profile), profile,
+fig = plots.ours_vs_paper_bars(summaries.ablation_long(df, "table4", profile), profile,
                                f"training masks and prompts: {profile} ({shots}-shot, seed {seed}) and the paper")
 plt.show()
 
 # %%
-sent = ex.ablation_sentences(df, "table4", profile, table1_df)
+sent = prose.ablation_sentences(df, "table4", profile, table1_df)
 for key in ("best_i_auroc", "best_p_auroc", "spread"):
     glue(f"t4_{key}", sent.get(key, "n/a"))
 display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
@@ -115,11 +115,11 @@ display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 # %% [markdown]
 # How sure is each difference on these test images? Each setting's difference in image AUROC to the
 # full method (its second row, the same run, left out), with the 95% interval of a paired bootstrap
-# over the test images (`experiments.ablation_gaps`, from `table4_scores.csv`); "sure" means that
+# over the test images (`summaries.ablation_gaps`, from `table4_scores.csv`); "sure" means that
 # the interval leaves out 0.
 
 # %%
-gaps = ex.ablation_gaps("table4", ex.load_scores("table4", profile, rdir))
+gaps = summaries.ablation_gaps("table4", tables.load_scores("table4", profile, rdir))
 display(html_table(gaps))
 
 # %% [markdown]
@@ -137,7 +137,7 @@ display(html_table(gaps))
 # ## 4. Per class
 
 # %%
-per_class = ex.per_class_by(df, "setting")
+per_class = summaries.per_class_by(df, "setting")
 glue("table4_per_class", html_table(per_class, index=True), display=False)
 per_class
 
@@ -156,7 +156,7 @@ per_class
 # ## Exercises
 #
 # 1. Write a fourth prompt design that lists only the fine-grained descriptions (no coarse prompt)
-#    in `anomalysd_core/prompts.yaml` and run it with `experiments.run_setting`.
+#    in `anomalysd_core/method/prompts.yaml` and run it with `settings.run_setting`.
 # 2. Why can the "prompt: none" setting still distinguish classes at inference? (Hint: what else
 #    does the U-Net see?)
 # 3. Restrict the evaluation to the object class (`classes=["coins"]` as an override) and compare

@@ -57,14 +57,16 @@ n_classes_shown = 3   # classes in the figure of section 3
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from anomalysd_core import experiments as ex
-from anomalysd_core import plots
-from anomalysd_core.book import glue, html_table
-from anomalysd_core.config import get_config
-from anomalysd_core.data import load_sample
-from anomalysd_core.evaluate import fit, intermediates_cached
+from anomalysd_core.method import features
 
-over, rdir, base_note = ex.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
+from anomalysd_core.reproduce import params, prose, summaries, tables
+from anomalysd_core.reproduce import plots
+from anomalysd_core.reproduce.display import glue, html_table
+from anomalysd_core.config import get_config
+from anomalysd_core.data.datasets import load_sample
+from anomalysd_core.reproduce.evaluate import fit, intermediates_cached
+
+over, rdir, base_note = params.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
 display(Markdown(base_note))
 glue("shots", str(shots))
 glue("seed", str(seed))
@@ -73,13 +75,13 @@ glue("profile", profile)
 # %% [markdown]
 # ## 1. One run, three fusions
 #
-# `experiments.table5` evaluates the variants `full`, `ms` and `ms+proto` from the same
+# `tables.table5` evaluates the variants `full`, `ms` and `ms+proto` from the same
 # intermediates ({glue:text}`shots` shot(s), seed {glue:text}`seed`: one seed, the CPU budget) and
 # writes `table5.csv`; the prototype kNN map alone is in the same file for reference.
 
 # %%
-df = ex.table5(profile, seed=seed, shots=shots, results_dir=rdir, **over)
-table1_df, _ = ex.load_result("table1", profile, rdir)
+df = tables.table5(profile, seed=seed, shots=shots, results_dir=rdir, **over)
+table1_df, _ = tables.load_result("table1", profile, rdir)
 print(f"{len(df)} rows -> {rdir / 'table5.csv'}")
 
 # %% [markdown]
@@ -90,32 +92,32 @@ print(f"{len(df)} rows -> {rdir / 'table5.csv'}")
 # pixel masks only (the mini solar-cell classes have image labels).
 
 # %%
-table = ex.ablation_table(df, "table5", profile)
+table = summaries.ablation_table(df, "table5", profile)
 glue("table5_beside_paper", html_table(table), display=False)
 table
 
 # %%
-fig = plots.ours_vs_paper_bars(ex.ablation_long(df, "table5", profile), profile,
+fig = plots.ours_vs_paper_bars(summaries.ablation_long(df, "table5", profile), profile,
                                f"inference masks: {profile} ({shots}-shot, seed {seed}) and the paper")
 plt.show()
 
 # %%
-sent = ex.ablation_sentences(df, "table5", profile, table1_df)
+sent = prose.ablation_sentences(df, "table5", profile, table1_df)
 for key in ("best_i_auroc", "best_p_auroc", "spread"):
     glue(f"t5_{key}", sent.get(key, "n/a"))
 d = df[(df["class"] == "mean")].set_index("setting")
-glue("t5_knn_i", ex.fmt(100 * d.loc["proto-knn", "i_auroc"]) if "proto-knn" in d.index else "n/a")
-glue("t5_knn_p", ex.fmt(100 * d.loc["proto-knn", "p_auroc"]) if "proto-knn" in d.index else "n/a")
+glue("t5_knn_i", summaries.fmt(100 * d.loc["proto-knn", "i_auroc"]) if "proto-knn" in d.index else "n/a")
+glue("t5_knn_p", summaries.fmt(100 * d.loc["proto-knn", "p_auroc"]) if "proto-knn" in d.index else "n/a")
 display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 
 # %% [markdown]
 # How sure is each difference on these test images? Each variant's difference in image AUROC to
 # `ms+proto`, with the 95% interval of a paired bootstrap over the test images
-# (`experiments.ablation_gaps`, from `table5_scores.csv`); "sure" means that the interval leaves
+# (`summaries.ablation_gaps`, from `table5_scores.csv`); "sure" means that the interval leaves
 # out 0.
 
 # %%
-gaps = ex.ablation_gaps("table5", ex.load_scores("table5", profile, rdir))
+gaps = summaries.ablation_gaps("table5", tables.load_scores("table5", profile, rdir))
 display(html_table(gaps))
 
 # %% [markdown]
@@ -135,7 +137,7 @@ display(html_table(gaps))
 
 # %%
 cfg = get_config(profile, shots=shots, seed=seed, **over)
-backbone, distance = ex.frozen_models(cfg)
+backbone, distance = features.frozen_models(cfg)
 fitted = fit(cfg, progress=False, backbone=backbone, distance=distance)   # cached
 variants = ["full", "ms", "ms+proto"]
 shown = fitted.classes[:n_classes_shown]
@@ -161,22 +163,22 @@ plt.show()
 # ## 4. Per class
 
 # %%
-per_class = ex.per_class_by(df[df["method"] == "anomalysd"], "setting")
+per_class = summaries.per_class_by(df[df["method"] == "anomalysd"], "setting")
 glue("table5_per_class", html_table(per_class, index=True), display=False)
 per_class
 
 # %% [markdown]
 # The class means hide opposite effects. Where does the prototype term help, and where does it
 # hurt? `diagnose.stage_table` measures where the prototype mask $M^{(p)}$ falls on the same
-# model's test images ({doc}`10_diagnosis` explains every column); `experiments.prototype_term_table`
+# model's test images ({doc}`10_diagnosis` explains every column); `summaries.prototype_term_table`
 # puts it beside each class's gain from `ms` to `ms+proto` (image AUROC, percent):
 
 # %%
-from anomalysd_core.diagnose import stage_table
+from anomalysd_core.reproduce.diagnose import stage_table
 
-proto_tab = ex.prototype_term_table(df, stage_table(fitted))
+proto_tab = summaries.prototype_term_table(df, stage_table(fitted))
 display(html_table(proto_tab.round(1)))
-proto_text = ex.prototype_term_sentence(proto_tab, cfg.alpha)
+proto_text = prose.prototype_term_sentence(proto_tab, cfg.alpha)
 glue("t5_proto_text", proto_text)
 
 # %% [markdown]
@@ -213,6 +215,6 @@ glue("t5_proto_text", proto_text)
 # 2. Fuse only the scales $k \ge 2$ (`fuse(..., scales=...)`): is the full-image mask useful
 #    inside the harmonic mean?
 # 3. Replace the harmonic mean by the minimum over scales. Which variant does it resemble?
-# 4. Run `experiments.table5(profile, shots=1, seed=0, proto_floor="none", write=False)`: the
+# 4. Run `tables.table5(profile, shots=1, seed=0, proto_floor="none", write=False)`: the
 #    paper's threshold of eq (15). The grid inpaintings are reused from the cache; only $M^{(p)}$ is
 #    inpainted again. Does `ms+proto` still beat `ms` on the test images?

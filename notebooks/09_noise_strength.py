@@ -59,20 +59,22 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from anomalysd_core import experiments as ex
-from anomalysd_core import plots
-from anomalysd_core.book import glue, html_table
-from anomalysd_core.config import get_config
-from anomalysd_core.data import load_sample
-from anomalysd_core.evaluate import fit
-from anomalysd_core.inpaint import inpaint, start_timesteps
-from anomalysd_core.masks import full_mask, grid_masks
+from anomalysd_core.method import features
 
-over, rdir, base_note = ex.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
+from anomalysd_core.reproduce import params, prose, summaries, tables
+from anomalysd_core.reproduce import plots
+from anomalysd_core.reproduce.display import glue, html_table
+from anomalysd_core.config import get_config
+from anomalysd_core.data.datasets import load_sample
+from anomalysd_core.reproduce.evaluate import fit
+from anomalysd_core.method.inpaint import inpaint, start_timesteps
+from anomalysd_core.method.masks import full_mask, grid_masks
+
+over, rdir, base_note = params.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
 display(Markdown(base_note))
-sweep = ex.parse_list(lambdas, ex.sweep_defaults(profile)["lambdas"], float)
-seed_list = ex.parse_list(seeds, ex.sweep_defaults(profile)["seeds"])
-shown_l = ex.parse_list(show_lambdas, (0.2, 0.4, 0.8), float)
+sweep = params.parse_list(lambdas, params.sweep_defaults(profile)["lambdas"], float)
+seed_list = params.parse_list(seeds, params.sweep_defaults(profile)["seeds"])
+shown_l = params.parse_list(show_lambdas, (0.2, 0.4, 0.8), float)
 seed = seed_list[0]   # the qualitative figure's
 cfg = get_config(profile, shots=shots, seed=seed, **over)
 glue("profile", profile)
@@ -91,7 +93,7 @@ glue("seeds", ", ".join(map(str, seed_list)))
 # mask holding the defect, at each $\lambda$, with the fine-tuned model and the same noise.
 
 # %%
-backbone, distance = ex.frozen_models(cfg)
+backbone, distance = features.frozen_models(cfg)
 fitted = fit(cfg, progress=False, backbone=backbone, distance=distance)   # cached fine-tune
 det, size = fitted.detector, cfg.image_size
 abar = det.comp.scheduler.alphas_cumprod
@@ -132,15 +134,15 @@ plt.show()
 # %% [markdown]
 # ## 2. The sweep
 #
-# `experiments.noise_sweep` evaluates AnomalySD at every $\lambda$ of {glue:text}`lambdas`
+# `tables.noise_sweep` evaluates AnomalySD at every $\lambda$ of {glue:text}`lambdas`
 # ({glue:text}`shots` shot(s), seeds {glue:text}`seeds`; each seed's fine-tune is shared by its
 # $\lambda$ values) and writes `noise_sweep.csv`. Each $\lambda$ needs its own inpaintings: one full
 # evaluation per value and seed.
 
 # %%
-df = ex.noise_sweep(profile, lambdas=sweep, seeds=seed_list, shots=shots, results_dir=rdir, **over)
+df = tables.noise_sweep(profile, lambdas=sweep, seeds=seed_list, shots=shots, results_dir=rdir, **over)
 print(f"{len(df)} rows -> {rdir / 'noise_sweep.csv'}")
-table = ex.noise_table(df)
+table = summaries.noise_table(df)
 glue("noise_table", html_table(table.round(1)), display=False)
 table.round(1)
 
@@ -149,12 +151,12 @@ fig = plots.noise_curves(df, profile)
 plt.show()
 
 # %%
-per_class = ex.noise_per_class(df)
+per_class = summaries.noise_per_class(df)
 glue("noise_per_class", html_table(per_class), display=False)
 per_class
 
 # %%
-sent = ex.noise_sentences(df, profile, cfg.noise_strength)
+sent = prose.noise_sentences(df, profile, cfg.noise_strength)
 for key in ("i-AUROC", "p-AUROC", "per_class", "default"):
     glue(f"noise_{key.replace('-', '_')}_text", sent.get(key, "n/a"))
 display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
@@ -168,11 +170,11 @@ display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 # - {glue:text}`noise_default_text`
 #
 # How sure is each difference to the default? The 95% interval of a paired bootstrap over the
-# test images (`experiments.noise_gaps`, from `noise_sweep_scores.csv`), a measure of the
+# test images (`summaries.noise_gaps`, from `noise_sweep_scores.csv`), a measure of the
 # benchmark's resolution and not a way to choose:
 
 # %%
-display(html_table(ex.noise_gaps(ex.load_scores("noise_sweep", profile, rdir), cfg.noise_strength)))
+display(html_table(summaries.noise_gaps(tables.load_scores("noise_sweep", profile, rdir), cfg.noise_strength)))
 
 # %% [markdown]
 # The paper gives no numbers to compare with: it reports only the qualitative Fig. 4 and the
@@ -184,7 +186,7 @@ display(html_table(ex.noise_gaps(ex.load_scores("noise_sweep", profile, rdir), c
 #
 # `noise_strength="auto"` (from the command line: `--set noise_strength=auto`) makes `fit` choose
 # $\lambda$ per class with a rule that sees only the class's $K$ normal images
-# (`anomalysd_core/autolambda.py`; ours, not the paper's):
+# (`anomalysd_core/method/autolambda.py`; ours, not the paper's):
 #
 # 1. **Views.** A few lossless variants of the shots: a flip, a quarter turn, the fine-tune's
 #    brightness and contrast jitter.
@@ -208,8 +210,8 @@ display(html_table(ex.noise_gaps(ex.load_scores("noise_sweep", profile, rdir), c
 # selection curve is drawn beside the test-set sweep of section 2, which the rule never sees.
 
 # %%
-t1, t1_prov = ex.load_result("table1", profile, rdir)
-sel = ex.auto_lambda_table((t1_prov or {}).get("runs", []))
+t1, t1_prov = tables.load_result("table1", profile, rdir)
+sel = summaries.auto_lambda_table((t1_prov or {}).get("runs", []))
 sel = sel[sel["shots"] == shots]
 if len(sel):
     fig = plots.auto_lambda_curves(sel, df, profile)
@@ -228,7 +230,7 @@ if len(sel):
 else:
     cost = f"Table 1 of {profile} has no automatic-λ row yet: run {{doc}}`05_main_results` first."
 glue("auto_cost_text", cost)
-summary, auto_sent = ex.auto_lambda_summary(t1, df, shots)
+summary, auto_sent = prose.auto_lambda_summary(t1, df, shots)
 glue("auto_summary", html_table(summary), display=False)
 display(html_table(summary))
 for key in ("vs_fixed", "vs_best"):

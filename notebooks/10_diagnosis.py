@@ -29,7 +29,7 @@
 # 4. **The image score $S_I$ ($\max S_{map}$ in the paper) comes from the defect**, not from the
 #    worst-repainted normal pixel (eq 21).
 #
-# This notebook measures each link (`anomalysd_core/diagnose.py`) for eight settings on the test
+# This notebook measures each link (`anomalysd_core/reproduce/diagnose.py`) for eight settings on the test
 # images of the mini benchmark, changing one thing at a time:
 #
 # - the earlier book's setting: the CPU-trained base model, a short fine-tune (150 / 50 steps at
@@ -76,22 +76,23 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from anomalysd_core import diagnose
-from anomalysd_core import experiments as ex
-from anomalysd_core import plots
-from anomalysd_core.book import glue, html_table
+from anomalysd_core.reproduce import diagnose
+from anomalysd_core.method import features
+from anomalysd_core.reproduce import params, tables
+from anomalysd_core.reproduce import plots
+from anomalysd_core.reproduce.display import glue, html_table
 from anomalysd_core.config import REPO_ROOT, get_config
-from anomalysd_core.data import load_sample
-from anomalysd_core.evaluate import fit, intermediates_cached, open_data
-from anomalysd_core.models import load_components
+from anomalysd_core.data.datasets import load_sample
+from anomalysd_core.reproduce.evaluate import fit, intermediates_cached, open_data
+from anomalysd_core.method.models import load_components
 from anomalysd_core.utils import resolve_device
 
-over, rdir, base_note = ex.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
+over, rdir, base_note = params.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
 display(Markdown(base_note))
 if not cpu_base_model:
     cpu_base_model = str(REPO_ROOT / "models" / "mini-base-cpu") if profile == "mini" else over["base_model"]
-earlier = dict(ex.EARLIER_MINI) if profile == "mini" else {}  # smoke: its own toy fine-tune
-paper_map = dict(ex.PAPER_MAP) if profile == "mini" else {}
+earlier = dict(tables.EARLIER_MINI) if profile == "mini" else {}  # smoke: its own toy fine-tune
+paper_map = dict(tables.PAPER_MAP) if profile == "mini" else {}
 lite0 = {"distance": "lite0", **paper_map} if profile == "mini" else {}
 cfg = get_config(profile, shots=shots, seed=seed, **over)
 # mini's inference choices in the order they were made; each step takes one more of them, and
@@ -161,7 +162,7 @@ display(html_table(psnr.round(1)))
 # (`proto_floor="shots"`), the weight $\alpha$ of the prototype term in eq (21), 0.9 instead of
 # the paper's 0.1, and the image score $S_I$: the mean of the map's highest 2 % of pixels instead
 # of its maximum (the last three change only the inference; the fine-tune is shared). The last one
-# is mini's default. `experiments.diagnosis` fine-tunes and
+# is mini's default. `tables.diagnosis` fine-tunes and
 # scores each model (on the worker pool, cached) and `diagnose.stage_table` measures, per class:
 #
 # | column | the link it measures |
@@ -174,7 +175,7 @@ display(html_table(psnr.round(1)))
 # | `i_auroc` | the outcome: image AUROC of $S_I$ |
 
 # %%
-diag = ex.diagnosis(profile, models, seed=seed, shots=shots, results_dir=rdir, **over)
+diag = tables.diagnosis(profile, models, seed=seed, shots=shots, results_dir=rdir, **over)
 means = diag[diag["class"] == "mean"].set_index("model")[diagnose.COLUMNS[1:]].T
 glue("diag_means", html_table(means.round(3).reset_index().rename(columns={"index": "measure"})),
      display=False)
@@ -261,7 +262,7 @@ tex = [c for c in classes if ds.has_pixel_masks(c)][:3]
 fits = []  # one fitted detector per model (cached fine-tunes: no training here)
 for lab, o in models:
     cj = get_config(profile, shots=shots, seed=seed, **{**over, **o})
-    fits.append((lab, fit(cj, progress=False, **dict(zip(("backbone", "distance"), ex.frozen_models(cj))))))
+    fits.append((lab, fit(cj, progress=False, **dict(zip(("backbone", "distance"), features.frozen_models(cj))))))
 fig, axes = plots.figure_grid(len(tex), len(models) + 2, size=1.8, extra_h=0.9)
 for r, c in enumerate(tex):
     s = next(s for s in ds.test(c) if s.label == 1)
@@ -287,7 +288,7 @@ plt.show()
 # set. Each candidate is scored at two noise strengths.
 
 # %%
-sched, sched_prov = ex.load_result("finetune_schedule", profile, rdir)
+sched, sched_prov = tables.load_result("finetune_schedule", profile, rdir)
 if sched is None:
     display(Markdown("`finetune_schedule.csv` is absent for this profile: run "
                      "`python benchmarks/finetune_schedule.py` to make it."))
@@ -346,7 +347,7 @@ else:
 # which link is responsible.
 
 # %%
-t1, _ = ex.load_result("table1", profile, rdir)
+t1, _ = tables.load_result("table1", profile, rdir)
 if t1 is None or not (t1["shots"] == shots).any():
     gap_text = f"Table 1 has no {shots}-shot rows for this profile yet (notebook 05 makes it)."
     display(Markdown(gap_text))

@@ -52,7 +52,7 @@ data_root = ""        # empty: the profile's benchmark (mini/smoke: built when m
 base_model = ""       # empty: the profile's base model (smoke: a random stand-in when it is absent)
 out_dir = ""          # empty: the profile's runs cache
 results_dir = ""      # empty: results/PROFILE (receives robustness.csv and its provenance)
-classes = ""          # e.g. "brick,coins"; empty: the profile's subset (experiments.ROBUSTNESS)
+classes = ""          # e.g. "brick,coins"; empty: the profile's subset (params.ROBUSTNESS)
 perturbations = ""    # e.g. "rotation,jpeg"; empty: the profile's (mini: all nine)
 severities = ""       # e.g. "1,2,3"; empty: the profile's (mini: 1,3; paper: 1,2,3)
 baselines = ""        # empty: the profile's Table 1 baselines
@@ -62,20 +62,20 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from anomalysd_core import experiments as ex
-from anomalysd_core import plots
-from anomalysd_core import robustness as rb
-from anomalysd_core.book import glue, html_table
+from anomalysd_core.reproduce import params, prose, summaries, tables
+from anomalysd_core.reproduce import plots
+from anomalysd_core.reproduce import robustness as rb
+from anomalysd_core.reproduce.display import glue, html_table
 from anomalysd_core.config import get_config
-from anomalysd_core.evaluate import open_data
+from anomalysd_core.reproduce.evaluate import open_data
 
-over, rdir, base_note = ex.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
+over, rdir, base_note = params.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
 display(Markdown(base_note))
-plan = ex.ROBUSTNESS.get(profile, ex.ROBUSTNESS["mini"])
-cls_list = ex.parse_list(classes, plan["classes"] or (), str) or None
-pert_list = ex.parse_list(perturbations, plan["perturbations"] or list(rb.PERTURBATIONS), str)
-sev_list = ex.parse_list(severities, plan["severities"])
-base_list = ex.parse_list(baselines, ex.sweep_defaults(profile)["baselines"], str)
+plan = params.ROBUSTNESS.get(profile, params.ROBUSTNESS["mini"])
+cls_list = params.parse_list(classes, plan["classes"] or (), str) or None
+pert_list = params.parse_list(perturbations, plan["perturbations"] or list(rb.PERTURBATIONS), str)
+sev_list = params.parse_list(severities, plan["severities"])
+base_list = params.parse_list(baselines, params.sweep_defaults(profile)["baselines"], str)
 cfg = get_config(profile, shots=plan["shots"], seed=plan["seed"], **over)
 ds, all_classes = open_data(cfg)
 shown_classes = cls_list or all_classes
@@ -87,7 +87,7 @@ glue("rob_severities", ", ".join(map(str, sev_list)))
 # %% [markdown]
 # ## 1. The perturbations
 #
-# `anomalysd_core/robustness.py` defines them; sizes are for 64 px and scale with the image. The
+# `anomalysd_core/reproduce/robustness.py` defines them; sizes are for 64 px and scale with the image. The
 # geometric ones use `torchvision.transforms.v2`; the image is padded with its mirror image before
 # the warp, so what comes into view looks like more of the scene rather than a black corner.
 
@@ -130,7 +130,7 @@ plt.show()
 # %% [markdown]
 # ## 2. Every method on the perturbed images
 #
-# `experiments.robustness` fits every method on the clean shots of seed {glue:text}`rob_seed`
+# `tables.robustness` fits every method on the clean shots of seed {glue:text}`rob_seed`
 # (AnomalySD: Table 1's fine-tune) and scores the test images of {glue:text}`rob_classes` under
 # each of the {glue:text}`rob_n_perturbations` perturbations at severities
 # {glue:text}`rob_severities`. The clean row
@@ -138,7 +138,7 @@ plt.show()
 # `robustness.csv`.
 
 # %%
-df = ex.robustness(profile, classes=cls_list, perturbations=pert_list, severities=sev_list, seed=plan["seed"],
+df = tables.robustness(profile, classes=cls_list, perturbations=pert_list, severities=sev_list, seed=plan["seed"],
                    shots=plan["shots"], baselines=tuple(base_list), results_dir=rdir, **over)
 run = df.attrs["runs"][0]
 print(f"{len(df)} rows -> {rdir / 'robustness.csv'}; {run['n_fresh_images']} perturbed images scored "
@@ -162,10 +162,10 @@ if df["p_auroc"].notna().any():
 # single condition that hurt image AUROC most.
 
 # %%
-summary = ex.robustness_table(df)
+summary = summaries.robustness_table(df)
 glue("rob_summary", html_table(summary), display=False)
 display(html_table(summary))
-sent = ex.robustness_sentences(df, profile)
+sent = prose.robustness_sentences(df, profile)
 for key in ("ranking", "rad", "anomalysd"):
     glue(f"rob_{key}_text", sent.get(key, "n/a"))
 display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))

@@ -44,7 +44,7 @@ def device():
 
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
-    from anomalysd_core.tiny import save_tiny_sd_inpainting
+    from anomalysd_core.data.tiny import save_tiny_sd_inpainting
 
     return save_tiny_sd_inpainting(tmp_path_factory.mktemp("tiny-sd") / "sd-inpainting", image_size=SIZE)
 
@@ -59,14 +59,14 @@ def tiny_cfg(tiny_sd, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_comp(tiny_cfg):
-    from anomalysd_core.models import load_components
+    from anomalysd_core.method.models import load_components
 
     return load_components(tiny_cfg)
 
 
 @pytest.fixture(scope="session")
 def smoke_base(tmp_path_factory):
-    from anomalysd_core.models import new_mini_components, save_base
+    from anomalysd_core.method.models import new_mini_components, save_base
 
     comp = new_mini_components(SMOKE_SIZE, seed=0)
     comp.vae.register_to_config(scaling_factor=1.0)
@@ -75,7 +75,8 @@ def smoke_base(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_data(tmp_path_factory):
-    from anomalysd_core.mini import MINI_SEED, build_mini
+    from anomalysd_core.data.mini import build_mini
+    from anomalysd_core.data.sources import MINI_SEED
 
     return build_mini(tmp_path_factory.mktemp("data") / "smoke", size=SMOKE_SIZE, seed=MINI_SEED,
                       profile="smoke")

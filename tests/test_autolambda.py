@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from anomalysd_core import autolambda as al
+from anomalysd_core.method import autolambda as al
 from anomalysd_core.config import get_config
 
 
@@ -123,20 +123,20 @@ def test_auto_end_to_end_shares_the_fixed_lambda_cache(smoke_base, smoke_data, t
     """fit with noise_strength="auto" chooses lambda per class once (stored, with its curves);
     the test images are scored into the folder of the chosen lambda, so a run with that lambda
     fixed reads them from the cache."""
-    from anomalysd_core import experiments as ex
+    from anomalysd_core.reproduce import settings, summaries
 
     over = dict(base_model=str(smoke_base), data_root=str(smoke_data), grid_scales=(1, 2), shots=1,
                 classes=["brick"], auto_lambdas=(0.3, 0.7), auto_views=2, out_dir=str(tmp_path / "runs"))
-    df, info = ex.run_setting("smoke", noise_strength="auto", **over)
+    df, info = settings.run_setting("smoke", noise_strength="auto", **over)
     rec = info["auto_lambda"]["brick"]
     assert rec["lambda"] in (0.3, 0.7) and set(rec["criterion"]) == {"0.3", "0.7"}
     assert rec["n_views"] == 2 and rec["seconds"] > 0
     assert info["n_fresh_images"] == info["n_test_images"] > 0
-    t = ex.auto_lambda_table([info])
+    t = summaries.auto_lambda_table([info])
     assert len(t) == 2 and t["chosen"].sum() == 1 and set(t["class"]) == {"brick"}
-    again = ex.run_setting("smoke", noise_strength="auto", **over)[1]
+    again = settings.run_setting("smoke", noise_strength="auto", **over)[1]
     assert again["auto_lambda"] == info["auto_lambda"] and again["n_fresh_images"] == 0
-    fixed_df, fixed = ex.run_setting("smoke", noise_strength=rec["lambda"], **over)
+    fixed_df, fixed = settings.run_setting("smoke", noise_strength=rec["lambda"], **over)
     assert fixed["n_fresh_images"] == 0  # the auto run's cache
     cols = ["i_auroc", "p_auroc"]
     assert np.allclose(df[cols].to_numpy(float), fixed_df[cols].to_numpy(float), equal_nan=True)

@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anomalysd_core.baselines import (
+from anomalysd_core.method.baselines import (
     PaDiM, PatchCore, ProtoKNN, SPADE, build_baseline, concat_layers, dihedral, gaussian_blur,
     greedy_coreset, knn, ledoit_wolf_batched,
 )
-from anomalysd_core.features import FeatureExtractor, build_backbone
+from anomalysd_core.method.features import FeatureExtractor, build_backbone
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -245,7 +245,7 @@ def test_end_to_end_bright_square():
 def test_wide_resnet_backbone_random_weights():
     """The paper profile's baseline backbone: timm WideResNet-50-2, layers 1-3 at strides 4/8/16;
     PatchCore takes layers 2-3 (psi_layers (1, 2)), as in its paper."""
-    from anomalysd_core.features import build_backbone
+    from anomalysd_core.method.features import build_backbone
 
     ext = build_backbone("wide_resnet50_2", pretrained=False, psi_layers=(1, 2))
     assert ext.channels == [256, 512, 1024] and ext.reductions == [4, 8, 16]
@@ -257,10 +257,10 @@ def test_wide_resnet_backbone_random_weights():
 
 
 def test_wide_resnet_weights_missing_message(monkeypatch):
-    from anomalysd_core.features import build_backbone
+    from anomalysd_core.method.features import build_backbone
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("anomalysd_core.features._hf_cached_file", lambda repo: None)
+    monkeypatch.setattr("anomalysd_core.method.features._hf_cached_file", lambda repo: None)
     with pytest.raises(RuntimeError, match="timm/wide_resnet50_2.tv_in1k"):
         build_backbone("wide_resnet50_2")
 
@@ -270,7 +270,7 @@ def test_winclip_unavailable_is_a_clear_skip(monkeypatch):
     BaselineUnavailable naming what to install or download."""
     import sys
 
-    from anomalysd_core.baselines import BaselineUnavailable, WinCLIP, build_baseline
+    from anomalysd_core.method.baselines import BaselineUnavailable, WinCLIP, build_baseline
 
     monkeypatch.setitem(sys.modules, "open_clip", None)  # imports fail, as on a machine without them
     monkeypatch.setitem(sys.modules, "anomalib.models.image.winclip", None)
@@ -282,7 +282,7 @@ def test_winclip_unavailable_is_a_clear_skip(monkeypatch):
 def test_winclip_weights_missing_offline(monkeypatch):
     pytest.importorskip("anomalib")
     pytest.importorskip("open_clip")
-    from anomalysd_core.baselines import WINCLIP_PRETRAINED, BaselineUnavailable, WinCLIP
+    from anomalysd_core.method.baselines import WINCLIP_PRETRAINED, BaselineUnavailable, WinCLIP
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(BaselineUnavailable, match=WINCLIP_PRETRAINED):
@@ -293,7 +293,7 @@ def test_winclip_weights_missing_offline(monkeypatch):
                     reason="random-weight ViT-B-16+ WinCLIP takes minutes on a CPU; set ANOMALYSD_WINCLIP_TEST=1")
 def test_winclip_random_weights_end_to_end():
     pytest.importorskip("anomalib")
-    from anomalysd_core.baselines import WinCLIP
+    from anomalysd_core.method.baselines import WinCLIP
 
     x = torch.rand(3, 3, 48, 48)
     zero = WinCLIP(class_name="bottle", pretrained=False).fit(None)

@@ -19,7 +19,7 @@ def test_choices_are_checked(field):
 
 
 def test_choices_match_what_the_builders_accept():
-    from anomalysd_core.features import TIMM_MODELS
+    from anomalysd_core.method.features import TIMM_MODELS
 
     assert set(CHOICES["backbone"]) == {"efficientnet_lite0", *TIMM_MODELS}
 

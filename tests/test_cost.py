@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from anomalysd_core import cost
-from anomalysd_core.inpaint import inpaint, start_timesteps
-from anomalysd_core.models import scheduler_config
+from anomalysd_core.reproduce import cost
+from anomalysd_core.method.inpaint import inpaint, start_timesteps
+from anomalysd_core.method.models import scheduler_config
 
 
 def test_unet_calls_match_engine_timesteps():
@@ -41,8 +41,8 @@ def test_paper_counts():
 
 def test_stage_timer_counts_engine_calls():
     """A run of the engine makes exactly the predicted number of U-Net/VAE items."""
-    from anomalysd_core.masks import grid_masks
-    from anomalysd_core.models import mini_unet_config, mini_vae_config, Components
+    from anomalysd_core.method.masks import grid_masks
+    from anomalysd_core.method.models import mini_unet_config, mini_vae_config, Components
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     torch.manual_seed(0)

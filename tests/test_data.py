@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalysd_core.data import (DataError, MVTecDataset, Sample, VisADataset, class_kind,
+from anomalysd_core.data.datasets import (DataError, MVTecDataset, Sample, VisADataset, class_kind,
                                  load_image, load_mask, load_sample, open_dataset, sample_shots,
                                  shots_manifest)
 

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from anomalysd_core import diffusion as D
-from anomalysd_core.models import scheduler_config
+from anomalysd_core.method import diffusion as D
+from anomalysd_core.method.models import scheduler_config
 
 
 @pytest.fixture(scope="module")

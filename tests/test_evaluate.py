@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomalysd_core import evaluate as ev
+from anomalysd_core.reproduce import evaluate as ev
 from anomalysd_core.config import get_config
 
 VARIANTS = ("ms+proto", "ms", "full")
@@ -21,7 +21,7 @@ def smoke_cfg(smoke_base, smoke_data, tmp_path_factory):
 
 def denoise_calls(monkeypatch) -> list:
     """A list that records how many masks each ``scoring.denoise`` call inpaints."""
-    from anomalysd_core import scoring
+    from anomalysd_core.method import scoring
 
     calls, real = [], scoring.denoise
 
@@ -201,8 +201,8 @@ def test_knn_map_keeps_the_baselines_blur_whatever_anomalysd_uses():
     import torch
     import torch.nn.functional as F
 
-    from anomalysd_core.baselines import BLUR_SIGMA_512
-    from anomalysd_core.scoring import blur
+    from anomalysd_core.method.baselines import BLUR_SIGMA_512
+    from anomalysd_core.method.scoring import blur
 
     assert get_config("mini").blur_sigma_512 != BLUR_SIGMA_512
     E = np.random.default_rng(0).random((16, 16)).astype(np.float32)

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from anomalysd_core import features as feat
-from anomalysd_core.features import build_backbone, build_distance
+from anomalysd_core.method import features as feat
+from anomalysd_core.method.features import build_backbone, build_distance
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -164,7 +164,7 @@ def test_lite0_distance_by_hand(dist_lite0):
 
 
 def test_pixel_distance_is_blurred_colour_difference():
-    from anomalysd_core.features import PixelDistance, build_distance
+    from anomalysd_core.method.features import PixelDistance, build_distance
 
     d = build_distance("pixel", pretrained=False)
     assert isinstance(d, PixelDistance) and d.sigma == 1.0

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from anomalysd_core import finetune as ft
-from anomalysd_core.models import load_components
+from anomalysd_core.method import finetune as ft
+from anomalysd_core.method.models import load_components
 
 
 def _images(n=2, size=64, seed=0):
@@ -104,7 +104,7 @@ def test_resume_equals_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
 
 def test_decoder_loss_goes_down(tiny_cfg, tmp_path):
     """Eq (10) on one repeated image (no augmentation): the decoder fits it better step by step."""
-    from anomalysd_core.features import build_distance
+    from anomalysd_core.method.features import build_distance
 
     cfg = _cfg(tiny_cfg, decoder_steps=12, lr=2e-3, augment=False, finetune_unet=False, finetune_decoder=True)
     comp = load_components(cfg)
@@ -148,9 +148,9 @@ def test_finetune_returns_components_in_the_inference_dtype(tiny_cfg, tmp_path):
     """Training runs in float32; afterwards U-Net and VAE are back in ``comp.dtype`` so that a
     half-precision GPU run can inpaint right after fitting (simulated with bfloat16 on the CPU),
     while the saved weights stay float32."""
-    from anomalysd_core.features import build_distance
-    from anomalysd_core.inpaint import inpaint
-    from anomalysd_core.masks import grid_masks
+    from anomalysd_core.method.features import build_distance
+    from anomalysd_core.method.inpaint import inpaint
+    from anomalysd_core.method.masks import grid_masks
 
     cfg = _cfg(tiny_cfg, unet_steps=1, decoder_steps=1, finetune_decoder=True)
     comp = load_components(cfg)
@@ -175,7 +175,7 @@ def test_modules_adopted_from_a_finished_finetune(tiny_cfg, tmp_path, monkeypatc
     only what differs; the module keys are those each module's training reads."""
     from dataclasses import replace
 
-    from anomalysd_core.features import build_distance
+    from anomalysd_core.method.features import build_distance
 
     dist = build_distance("lpips_alex", pretrained=False)
     full = _cfg(tiny_cfg, unet_steps=1, decoder_steps=1, finetune_decoder=True)
@@ -219,7 +219,7 @@ def test_modules_adopted_from_a_finished_finetune(tiny_cfg, tmp_path, monkeypatc
 
 def test_lr_schedules():
     from anomalysd_core.config import get_config
-    from anomalysd_core.finetune import lr_at
+    from anomalysd_core.method.finetune import lr_at
 
     const = get_config("smoke", lr=3e-4, lr_schedule="constant")
     assert {lr_at(const, s, 100) for s in range(100)} == {3e-4}

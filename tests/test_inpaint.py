@@ -5,9 +5,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from anomalysd_core import inpaint as ip
-from anomalysd_core.masks import grid_masks
-from anomalysd_core.models import scheduler_config
+from anomalysd_core.method import inpaint as ip
+from anomalysd_core.method.masks import grid_masks
+from anomalysd_core.method.models import scheduler_config
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomalysd_core.masks import (_rect_iou, downsample_mask, foreground_mask, full_mask,
+from anomalysd_core.method.masks import (_rect_iou, downsample_mask, foreground_mask, full_mask,
                                   grid_masks, sample_training_masks, training_mask,
                                   training_masks_torch, upsample_mask)
 

@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from anomalysd_core.metrics import (BinnedPixelMetrics, image_metrics, pixel_metrics,
+from anomalysd_core.method.metrics import (BinnedPixelMetrics, image_metrics, pixel_metrics,
                                     pixel_metrics_streaming, trapezoid_limited)
 
 
@@ -227,7 +227,7 @@ def test_bootstrap_gain_equals_resampling_the_images_with_scikit_learn():
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from anomalysd_core.metrics import bootstrap_gain
+    from anomalysd_core.method.metrics import bootstrap_gain
 
     rng = np.random.default_rng(3)
     rows = [dict(seed=s, method=m, file=f"{i:02d}.png", label=int(i % 3 == 0), score=round(float(rng.normal(
@@ -262,7 +262,7 @@ def test_bootstrap_gain_equals_resampling_the_images_with_scikit_learn():
 def test_bootstrap_gain_refuses_unpaired_scores():
     import pandas as pd
 
-    from anomalysd_core.metrics import bootstrap_gain
+    from anomalysd_core.method.metrics import bootstrap_gain
 
     rows = [dict(seed=0, method=m, file=f"{i}.png", label=i % 2, score=float(i), **{"class": "x"})
             for m in ("a", "b") for i in range(6)]

@@ -10,9 +10,11 @@ import pytest
 from PIL import Image
 
 from anomalysd_core.config import get_config
-from anomalysd_core.data import DataError, MVTecDataset, class_kind, load_sample, sample_shots
-from anomalysd_core.mini import (AREA_RANGE, MARKER, PROFILES, build_mini, clean_crop,
-                                 coin_region, ensure_mini, make_defect, quantise_defect)
+from anomalysd_core.data.datasets import DataError, MVTecDataset, class_kind, load_sample, sample_shots
+from anomalysd_core.data.coins import coin_region
+from anomalysd_core.data.defects import AREA_RANGE, make_defect, quantise_defect
+from anomalysd_core.data.mini import MARKER, PROFILES, build_mini, ensure_mini
+from anomalysd_core.data.sources import clean_crop
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,7 @@ def test_quantise_defect_reverts_sub_tolerance_changes():
 def test_a_mistyped_data_root_is_not_built(tmp_path):
     """Away from the profile's default locations a missing data_root fails, naming the path, and
     nothing is created there."""
-    from anomalysd_core.mini import default_roots
+    from anomalysd_core.data.mini import default_roots
 
     typo = tmp_path / "dta" / "mini"
     with pytest.raises(DataError, match=rf"data_root '{typo}' does not exist.*data build-mini"):
@@ -176,7 +178,8 @@ def test_validation_build_shares_no_test_pixels(smoke, tmp_path):
     """The validation split (settings are chosen on it) never uses a test image's source: texture
     crops from the top half only, no test coin, no cell of the test build; the training coins
     are the test build's, and no validation test image shows one of them."""
-    from anomalysd_core.mini import MINI_SEED, VAL_SEED
+    from anomalysd_core.data.mini import VAL_SEED
+    from anomalysd_core.data.sources import MINI_SEED
 
     val = ensure_mini(get_config("smoke", data_root=str(tmp_path / "smoke-val"), image_size=32), build=True)
     info = json.loads((val / MARKER).read_text())
@@ -202,7 +205,7 @@ def test_validation_build_shares_no_test_pixels(smoke, tmp_path):
 
 
 def test_a_larger_validation_build_keeps_its_shots_and_avoids_the_test_build(smoke, tmp_path):
-    from anomalysd_core.mini import VAL_SEED
+    from anomalysd_core.data.mini import VAL_SEED
 
     one = build_mini(tmp_path / "one-val", size=32, seed=VAL_SEED, profile="smoke", split="val")
     big = build_mini(tmp_path / "big-val", size=32, seed=VAL_SEED, profile="smoke", split="val", val_scale=3)
@@ -226,7 +229,7 @@ def test_a_larger_validation_build_keeps_its_shots_and_avoids_the_test_build(smo
 
 
 def test_a_holdout_validation_build_keeps_texture_shots_and_test_crops_apart(smoke, tmp_path):
-    from anomalysd_core.mini import VAL_SEED
+    from anomalysd_core.data.mini import VAL_SEED
 
     plain = build_mini(tmp_path / "plain-val", size=32, seed=VAL_SEED, profile="smoke", split="val")
     held = build_mini(tmp_path / "held-val", size=32, seed=VAL_SEED, profile="smoke", split="val", holdout=True)

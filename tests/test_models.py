@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from anomalysd_core import models
+from anomalysd_core.method import models
 from anomalysd_core.config import get_config
 
 
@@ -114,8 +114,8 @@ def test_half_precision_maps_agree_with_float32(tiny_cfg, dtype):
     noise and weights in half precision and in float32: every pixel within 5 % of the map's
     maximum and the mean within 2 % (measured here: bfloat16 3.2 % and 1.0 %, float16 0.3 % and
     0.1 %, 4 DDIM steps on the tiny random-weight checkpoint)."""
-    from anomalysd_core import inpaint
-    from anomalysd_core.masks import grid_masks
+    from anomalysd_core.method import inpaint
+    from anomalysd_core.method.masks import grid_masks
 
     cpu = torch.device("cpu")
     g = torch.Generator().manual_seed(0)

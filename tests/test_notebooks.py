@@ -1,4 +1,4 @@
-"""The notebook runner (``anomalysd_core.book``): every notebook executes at profile smoke (into
+"""The notebook runner (``anomalysd_core.reproduce.book``): every notebook executes at profile smoke (into
 tmp folders; notebooks 03-09 fall back to a random stand-in base model when ``models/mini-base``
 is absent), failures stop the run, and unchanged notebooks are skipped (stage cache).
 
@@ -15,7 +15,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from anomalysd_core import book
+from anomalysd_core.reproduce import book
 
 # The notebook runner's tests and the site's tests live in this one file, so that `pytest -n 2
 # --dist loadfile` (make test) runs them in one worker and one smoke run of the notebooks (the
@@ -26,7 +26,7 @@ def shared_dirs(tmp_path_factory):
     """Folders shared by test_book.py and this file within one pytest session, so the stage
     cache of the runner executes each smoke notebook once per session."""
     from anomalysd_core.config import get_config
-    from anomalysd_core.mini import ensure_mini
+    from anomalysd_core.data.mini import ensure_mini
 
     base = tmp_path_factory.getbasetemp() / "book-smoke"
     # a data_root away from data/smoke is built only when asked (a missing one is a typo)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from anomalysd_core import own
 from anomalysd_core.config import get_config
-from anomalysd_core.data import DataError
+from anomalysd_core.data.datasets import DataError
 
 
 @pytest.fixture

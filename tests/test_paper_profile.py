@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalysd_core import evaluate as ev
-from anomalysd_core import features, models
+from anomalysd_core.reproduce import evaluate as ev
+from anomalysd_core.method import features, models
 from anomalysd_core.config import get_config
-from anomalysd_core.tiny import save_tiny_t2i
+from anomalysd_core.data.tiny import save_tiny_t2i
 from anomalysd_core.utils import resolve_device
 
 SIZE = 64

@@ -55,9 +55,9 @@ def test_the_naive_pipeline_runs_where_our_vae_stays_float32():
     """Under float16 ``models.vae_dtype`` keeps our VAE in float32, while a diffusers pipeline feeds
     its VAE in the U-Net's dtype: the naive engine gets a copy in that dtype and leaves ours alone."""
     import torch
-    from inference_speed import NaiveEngine
+    from naive_pipeline import NaiveEngine
 
-    from anomalysd_core.masks import grid_masks
+    from anomalysd_core.method.masks import grid_masks
 
     dev = torch.device("cpu")
     unet, vae, size, text_dim = paper_speed.models_for(True, dev)

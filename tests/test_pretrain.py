@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from anomalysd_core import pretrain as pt
+from anomalysd_core.reproduce import pretrain as pt
 
 
 def test_device_masks_draw_cells_rectangles_and_discs():
@@ -27,7 +27,7 @@ def test_tiny_pretrain_writes_a_loadable_base(tmp_path):
     """Both stages with a tiny budget (the same code path a GPU takes, on the CPU); resumable: a
     second call continues from the checkpoints."""
     from anomalysd_core.config import get_config
-    from anomalysd_core.models import load_components
+    from anomalysd_core.method.models import load_components
 
     out = tmp_path / "base"
     pt.pretrain(out, size=32, vae_steps=2, unet_steps=2, work=tmp_path / "work", vae_batch=2,

@@ -3,7 +3,7 @@ import warnings
 import numpy as np
 import pytest
 
-from anomalysd_core import prompts as P
+from anomalysd_core.method import prompts as P
 
 
 ALL = P.MVTEC_CLASSES + P.VISA_CLASSES + P.MINI_CLASSES

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomalysd_core.prototypes import (build_bank, error_map, prototype_mask, rotations,
+from anomalysd_core.method.prototypes import (build_bank, error_map, prototype_mask, rotations,
                                        shot_floor, variance_threshold)
 
 

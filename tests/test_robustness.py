@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomalysd_core import robustness as rb
-from anomalysd_core.metrics import pixel_metrics
+from anomalysd_core.reproduce import robustness as rb
+from anomalysd_core.method.metrics import pixel_metrics
 
 
 def _square(size=64):
@@ -88,11 +88,11 @@ def test_excluded_border_pixels_leave_the_pixel_metrics():
 
 @pytest.mark.slow
 def test_robustness_table_on_smoke(smoke_base, smoke_data, tmp_path):
-    from anomalysd_core import experiments as ex
+    from anomalysd_core.reproduce import prose, settings, summaries, tables
 
     over = dict(base_model=str(smoke_base), data_root=str(smoke_data), grid_scales=(1, 2),
                 out_dir=str(tmp_path / "runs"))
-    df = ex.robustness("smoke", classes=("brick",), perturbations=("rotation", "gain"), severities=(1, 3),
+    df = tables.robustness("smoke", classes=("brick",), perturbations=("rotation", "gain"), severities=(1, 3),
                        baselines=("patchcore",), results_dir=tmp_path / "res", workers=1, **over)
     saved = pd.read_csv(tmp_path / "res" / "robustness.csv")
     assert len(saved) == len(df)
@@ -103,15 +103,15 @@ def test_robustness_table_on_smoke(smoke_base, smoke_data, tmp_path):
     clean = means[means["severity"] == 0]
     assert (clean["i_drop"] == 0).all()
     # the clean row is Table 1's evaluation of the same images (the same fine-tune and cache)
-    t1, info = ex.run_setting("smoke", shots=1, seed=0, **over)
+    t1, info = settings.run_setting("smoke", shots=1, seed=0, **over)
     assert info["finetune_reused"]
     assert clean.set_index("method").loc["anomalysd", "i_auroc"] == pytest.approx(
         t1[(t1["method"] == "anomalysd") & (t1["class"] == "brick")]["i_auroc"].iloc[0])
     prov = json.loads((tmp_path / "res" / "robustness.provenance.json").read_text())
     assert prov["runs"][0]["classes"] == ["brick"] and prov["runs"][0]["n_fresh_images"] > 0
-    again = ex.robustness("smoke", classes=("brick",), perturbations=("rotation", "gain"), severities=(1, 3),
+    again = tables.robustness("smoke", classes=("brick",), perturbations=("rotation", "gain"), severities=(1, 3),
                           baselines=("patchcore",), write=False, workers=1, **over)
     assert again.attrs["runs"][0]["n_fresh_images"] == 0  # every map from the cache
-    t = ex.robustness_table(df)
+    t = summaries.robustness_table(df)
     assert set(t["method"]) == {"AnomalySD", "Prototype kNN map", "PatchCore"}
-    assert set(ex.robustness_sentences(df, "smoke")) == {"ranking", "rad", "anomalysd"}
+    assert set(prose.robustness_sentences(df, "smoke")) == {"ranking", "rad", "anomalysd"}

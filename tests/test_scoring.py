@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from anomalysd_core import scoring as sc
+from anomalysd_core.method import scoring as sc
 from anomalysd_core.config import get_config
-from anomalysd_core.masks import grid_masks
+from anomalysd_core.method.masks import grid_masks
 
 SIZE, SCALES = 16, (1, 2, 4)
 

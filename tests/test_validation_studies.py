@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import _validation  # noqa: E402
 
-from anomalysd_core.metrics import bootstrap_gain  # noqa: E402
+from anomalysd_core.method.metrics import bootstrap_gain  # noqa: E402
 
 
 def _scores(n_per_class=12, seeds=(0, 1)):

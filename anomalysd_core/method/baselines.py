@@ -2,7 +2,7 @@
 
 The paper's Table 1 copies its PatchCore, SPADE and PaDiM numbers from the WinCLIP paper; here they
 are re-implemented on the same frozen features as AnomalySD's prototype mask
-(:class:`~anomalysd_core.features.FeatureExtractor`), so that the comparison uses one backbone,
+(:class:`~anomalysd_core.method.features.FeatureExtractor`), so that the comparison uses one backbone,
 one image size and one evaluation. Every model is fitted per class on the K few-shot normals only
 (plus augmentation where stated) and exposes
 
@@ -419,8 +419,8 @@ class ProtoKNN(_Baseline):
     stage without any inpainting.
 
     Bank ``P_c`` (eq 13): every psi feature of the rotation-augmented normals (``augment="rot"``:
-    0/90/180/270 degrees, :func:`~anomalysd_core.prototypes.rotations`). Map: ``E_hw = min_f
-    ||psi(x)_hw - f||^2`` (eq 14, :func:`~anomalysd_core.prototypes.error_map`), upsampled and
+    0/90/180/270 degrees, :func:`~anomalysd_core.method.prototypes.rotations`). Map: ``E_hw = min_f
+    ||psi(x)_hw - f||^2`` (eq 14, :func:`~anomalysd_core.method.prototypes.error_map`), upsampled and
     blurred; image score = max of the blurred map. ``smooth`` is passed to ``extractor.psi`` (None:
     the extractor's own setting, the same psi the AnomalySD prototype mask uses).
     """
@@ -457,7 +457,7 @@ BASELINES = {"patchcore": PatchCore, "spade": SPADE, "padim": PaDiM, "protoknn":
 # --------------------------------------------------------------------------------------------
 class BaselineUnavailable(RuntimeError):
     """A baseline that cannot run on this machine (package or weights missing); the message says
-    what to install or download. ``experiments.run_baselines`` skips it with this message."""
+    what to install or download. ``settings.run_baselines`` skips it with this message."""
 
 
 WINCLIP_BACKBONE, WINCLIP_PRETRAINED = "ViT-B-16-plus-240", "laion400m_e31"

@@ -213,7 +213,7 @@ def centre_of(mask) -> tuple[int, int]:
 
 def auto_lambda_curves(sel: pd.DataFrame, sweep: pd.DataFrame, profile: str = "mini"):
     """One panel per class: the selection criterion of automatic lambda on the synthetic views
-    (``experiments.auto_lambda_table``) beside the test-set image and pixel AUROC of the sweep,
+    (``summaries.auto_lambda_table``) beside the test-set image and pixel AUROC of the sweep,
     which the rule never sees (both in percent, mean over seeds); a triangle marks each seed's
     choice."""
     classes = list(dict.fromkeys(sel["class"]))
@@ -249,8 +249,8 @@ def auto_lambda_curves(sel: pd.DataFrame, sweep: pd.DataFrame, profile: str = "m
 
 def degradation_curves(df: pd.DataFrame, metric: str = "i_auroc", profile: str = "mini"):
     """One panel per perturbation, one line per method: the class-mean ``metric`` (percent)
-    against severity, with the clean images at severity 0 (``experiments.robustness``'s table)."""
-    from .experiments import METHOD_LABELS, METRIC_LABELS
+    against severity, with the clean images at severity 0 (``tables.robustness``'s table)."""
+    from .summaries import METHOD_LABELS, METRIC_LABELS
 
     d = df[df["class"] == "mean"].copy()
     clean = d[d["severity"] == 0]

@@ -38,7 +38,7 @@ def unet_calls_per_mask(strength: float, steps: int) -> int:
 
     ``inpaint.unet_calls``, the count ``inpaint.start_timesteps`` keeps (checked by ``tests/test_cost.py``).
     """
-    from .inpaint import unet_calls
+    from ..method.inpaint import unet_calls
 
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"noise strength lambda must be in (0, 1], got {strength}")

@@ -178,7 +178,7 @@ def cache_root(cfg) -> Path:
 
 def perturbed_sample(cfg, sample, name: str, severity: int):
     """(image, mask, valid) of one test sample under a condition (``severity`` 0: clean)."""
-    from .data import load_sample
+    from ..data.datasets import load_sample
 
     img, mask = load_sample(sample, cfg.image_size)
     if severity == 0:
@@ -252,7 +252,7 @@ def run_conditions(profile: str, over: dict, fitted, classes, conds, workers: in
 
 def condition_metrics(labels, scores, masks, maps, valid, pixel: bool) -> dict:
     """Image AUROC and pixel AUROC / PRO (valid pixels only) of one class under one condition."""
-    from .metrics import image_metrics, pixel_metrics
+    from ..method.metrics import image_metrics, pixel_metrics
 
     out = {"i_auroc": image_metrics(labels, scores)["auroc"], "p_auroc": np.nan, "p_pro": np.nan}
     if pixel:
@@ -266,8 +266,8 @@ def evaluate_conditions(fitted, classes, conds, baselines=(), extractor=None, sk
     and from the baselines, fitted on the clean shots and run on the same perturbed images.
     ``conds`` holds ("clean", 0) for the unperturbed images. A baseline that cannot run here
     (WinCLIP without its weights) is left out and its reason put in ``skipped``."""
-    from . import data as data_mod
-    from .baselines import ZERO_SHOT_BASELINES, BaselineUnavailable, build_baseline
+    from ..data import datasets as data_mod
+    from ..method.baselines import ZERO_SHOT_BASELINES, BaselineUnavailable, build_baseline
 
     cfg, ds, root = fitted.cfg, fitted.dataset, cache_root(fitted.cfg)
     skipped = {} if skipped is None else skipped

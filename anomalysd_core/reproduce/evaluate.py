@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from . import data as data_mod
-from .baselines import BLUR_SIGMA_512
-from .finetune import FINETUNE_KEYS, finetune
-from .metrics import image_metrics, pixel_metrics
-from .scoring import AnomalySD, Intermediates, blur
-from .utils import Timer, provenance, resolve_device, seed_everything, write_csv_atomic, write_json_atomic
+from ..data import datasets as data_mod
+from ..method.baselines import BLUR_SIGMA_512
+from ..method.finetune import FINETUNE_KEYS, finetune
+from ..method.metrics import image_metrics, pixel_metrics
+from ..method.scoring import AnomalySD, Intermediates, blur
+from ..utils import Timer, provenance, resolve_device, seed_everything, write_csv_atomic, write_json_atomic
 
 INFER_KEYS = ["num_inference_steps", "noise_strength", "noise_strength_per_class", "grid_scales",
               "prompt_design", "distance", "backbone", "image_size", "dtype", "proto_floor"]
@@ -70,7 +70,7 @@ class Fitted:
 
     def auto_records(self) -> dict:
         """{class: choice record} of ``noise_strength="auto"`` for the classes chosen so far."""
-        from .autolambda import load_record
+        from ..method.autolambda import load_record
 
         if not self.cfg.auto_strength:
             return {}
@@ -79,7 +79,7 @@ class Fitted:
 
 def open_data(cfg):
     """The dataset of ``cfg`` (building the mini/smoke benchmark on first use)."""
-    from .mini import ensure_mini
+    from ..data.mini import ensure_mini
 
     root = ensure_mini(cfg)
     ds = data_mod.open_dataset(cfg.dataset, root)
@@ -110,8 +110,8 @@ def fit_hash(cfg) -> str:
 
 def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> Fitted:
     """Shots -> fine-tune (if K > 0 and switched on) -> detector with prototype banks."""
-    from .features import build_backbone, build_distance
-    from .models import load_components
+    from ..method.features import build_backbone, build_distance
+    from ..method.models import load_components
 
     seed_everything(cfg.seed)
     timer = Timer()
@@ -144,7 +144,7 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
 def auto_dir(cfg) -> Path:
     """Folder of the per-class choices of ``noise_strength="auto"`` (``<class>.json``): keyed by the
     scoring model, ``AUTO_KEYS`` and the rule's criterion."""
-    from .autolambda import CRITERION
+    from ..method.autolambda import CRITERION
 
     return (Path(cfg.out_dir) / cfg.profile / "auto-lambda" /
             f"{fit_hash(cfg)}-{cfg.hash(AUTO_KEYS)}-{CRITERION}")
@@ -153,7 +153,7 @@ def auto_dir(cfg) -> Path:
 def choose_strength(cfg, det: AnomalySD, cls: str, shots: list, kind: str, timer: Timer | None = None) -> float:
     """Lambda of ``cls`` by the rule of ``autolambda.py``; the record (curve, seconds) is stored in
     ``auto_dir`` and reused. Processes that need the same class wait for the one choosing it."""
-    from .autolambda import FALLBACK, load_record, record_path, select
+    from ..method.autolambda import FALLBACK, load_record, record_path, select
 
     root = auto_dir(cfg)
     root.mkdir(parents=True, exist_ok=True)
@@ -194,7 +194,7 @@ def cache_dir(cfg, lam: float | None = None) -> Path:
 
 
 def timing_file(cfg) -> Path:
-    """Seconds per image of the setting ``cfg`` (``experiments._anomalysd_seconds``)."""
+    """Seconds per image of the setting ``cfg`` (``settings._anomalysd_seconds``)."""
     return cache_dir(cfg).parent / f"timing-{cfg.hash(list(_LAMBDA_KEYS))}.json"
 
 
@@ -206,7 +206,7 @@ def _file_name(sample) -> str:
 def known_strength(cfg, cls: str) -> float | None:
     """Lambda of ``cls`` under ``cfg`` without choosing: None when "auto" has not chosen it yet."""
     if cfg.auto_strength and cls not in cfg.noise_strength_per_class:
-        from .autolambda import load_record
+        from ..method.autolambda import load_record
 
         rec = load_record(auto_dir(cfg), cls)
         return None if rec is None else float(rec["lambda"])
@@ -221,7 +221,7 @@ def cache_file(cfg, sample, lam: float | None = None) -> Path:
 
 def unet_id(cfg) -> str:
     """Which U-Net scores with ``cfg``: the hash of its fine-tune (``finetune.MODULE_KEYS``) or "base"."""
-    from .finetune import module_hashes
+    from ..method.finetune import module_hashes
 
     return (module_hashes(cfg).get("unet") if needs_finetune(cfg) else None) or "base"
 
@@ -254,7 +254,7 @@ def latents_array(z: torch.Tensor) -> np.ndarray:
 
 
 def _save_npz(path: Path, **arrays) -> None:
-    from .utils import atomic_path
+    from ..utils import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -4,7 +4,7 @@ The paper evaluates on MVTec-AD and VisA (Sec. 5.1) in a few-shot, multi-class s
 images per class, one model for every class (``METHOD.md``, "Setting"). This module reads
 
 * the MVTec-AD folder layout ``root/<class>/{train/good, test/<defect>, ground_truth/<defect>}``,
-  which is also the layout of the embedded ``mini`` benchmark written by :mod:`anomalysd_core.mini`;
+  which is also the layout of the embedded ``mini`` benchmark written by :mod:`anomalysd_core.data.mini`;
 * the VisA ``split_csv/1cls.csv`` split (columns ``object, split, label, image, mask``);
 
 and draws the K-shot normal sets reproducibly (:func:`sample_shots`).
@@ -204,7 +204,7 @@ def _images_in(folder: Path) -> list[Path]:
 def class_kind(cls: str, root=None) -> str:
     """``"texture"`` or ``"object"``.
 
-    ``root/<cls>/meta.json`` (written by :mod:`anomalysd_core.mini`) wins when present; otherwise
+    ``root/<cls>/meta.json`` (written by :mod:`anomalysd_core.data.mini`) wins when present; otherwise
     the MVTec-AD textures (carpet, grid, leather, tile, wood) and the mini textures are
     ``"texture"`` and everything else is ``"object"``.
     """

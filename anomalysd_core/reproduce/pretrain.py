@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .finetune import load_checkpoint, save_checkpoint
-from .utils import autocast
+from ..method.finetune import load_checkpoint, save_checkpoint
+from ..utils import autocast
 
 # Sources the mini benchmark uses; the corpus must not contain them.
 EXCLUDED = {"brick", "grass", "gravel", "coins"}
@@ -243,7 +243,7 @@ def train_unet(comp, batches: Batches, steps: int, max_minutes: float, state: Pa
     stream that made ``models/mini-base-cpu``)."""
     from diffusers import DDPMScheduler
 
-    from .finetune import inpainting_loss
+    from ..method.finetune import inpainting_loss
 
     unet = comp.unet.float().train().requires_grad_(True)
     on_gpu = torch.device(comp.device).type != "cpu"
@@ -305,8 +305,8 @@ def pretrain(out: str | Path, stage: str = "all", size: int = 64, vae_steps: int
     """
     from diffusers import AutoencoderKL
 
-    from .models import load_text_encoder, new_mini_components, save_base
-    from .utils import git_commit, resolve_device, seed_everything, write_json_atomic
+    from ..method.models import load_text_encoder, new_mini_components, save_base
+    from ..utils import git_commit, resolve_device, seed_everything, write_json_atomic
 
     for name, v in (("vae_batch", vae_batch), ("unet_batch", unet_batch), ("vae_steps", vae_steps),
                     ("unet_steps", unet_steps)):
@@ -356,7 +356,7 @@ def pretrain(out: str | Path, stage: str = "all", size: int = 64, vae_steps: int
 def _save_loss_curves(work: Path, out: Path) -> None:
     import pandas as pd
 
-    from .utils import write_csv_atomic
+    from ..utils import write_csv_atomic
 
     rows = []
     for part in ("vae", "unet"):
@@ -377,12 +377,12 @@ def inpainting_figure(base, png, size: int = 64, n: int = 6, seed: int = 0) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .config import get_config
-    from .data import load_image
+    from ..config import get_config
+    from ..data.datasets import load_image
     from .evaluate import open_data
-    from .inpaint import inpaint, masked_image
-    from .models import load_components
-    from .utils import atomic_path
+    from ..method.inpaint import inpaint, masked_image
+    from ..method.models import load_components
+    from ..utils import atomic_path
 
     cfg = get_config("mini", base_model=str(base), image_size=size)
     comp = load_components(cfg)
@@ -412,7 +412,7 @@ def inpainting_figure(base, png, size: int = 64, n: int = 6, seed: int = 0) -> P
 
 
 def write_model_card(out: Path, card: dict) -> None:
-    from .utils import write_text_atomic
+    from ..utils import write_text_atomic
 
     v, u = card.get("vae", {}), card.get("unet", {})
     text = f"""# anomalysd-mini-base

@@ -486,7 +486,7 @@ def frozen_models(cfg):
     distance), so every setting of a table can share them; the diffusion components cannot be
     shared, since fine-tuning changes them.
     """
-    from .utils import resolve_device
+    from ..utils import resolve_device
 
     dev = resolve_device(cfg.device)
     return (frozen("backbone", cfg.backbone, dev, lambda d: build_backbone(cfg.backbone, device=d)),

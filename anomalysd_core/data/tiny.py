@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from .models import scheduler_config
+from ..method.models import scheduler_config
 
 TEXT_DIM = 32
 MERGES = ["t h", "e r", "i n", "a n", "o n", "th e</w>", "e d</w>", "in g</w>", "a r", "e n",

@@ -27,8 +27,8 @@ column                    meaning
 Examples
 --------
 >>> from anomalysd_core.config import get_config
->>> from anomalysd_core.evaluate import fit
->>> from anomalysd_core.diagnose import stage_table
+>>> from anomalysd_core.reproduce.evaluate import fit
+>>> from anomalysd_core.reproduce.diagnose import stage_table
 >>> fitted = fit(get_config("smoke"), progress=False)      # doctest: +SKIP
 >>> stage_table(fitted)[["class", "vae_psnr", "d_ratio"]]  # doctest: +SKIP
 """
@@ -39,9 +39,9 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from . import data as data_mod
+from ..data import datasets as data_mod
 from .evaluate import intermediates_cached
-from .scoring import to_tensor
+from ..method.scoring import to_tensor
 
 COLUMNS = ["class", "vae_psnr", "d_normal", "d_defect", "d_ratio", "pixel_auroc_ms", "proto_cover_normal",
            "proto_cover_anomal", "proto_hit", "max_on_defect", "i_auroc"]

@@ -13,14 +13,14 @@ processes instead of giving each process a whole setting:
    fine-tune exists, so that both cores stay busy until the last few images of a table; a class
    whose grid latents another pending task is computing (same U-Net: ``evaluate.latent_dir``)
    waits for it and then only decodes them (Table 3's one-module rows);
-3. ``final``: the caller's ``final`` function (``experiments.run_setting``) once its scoring is
+3. ``final``: the caller's ``final`` function (``settings.run_setting``) once its scoring is
    done; it reads the cache, fuses the maps, computes the metrics and runs the baselines. The time
    of the tasks before it is passed in (``prior``), so the run info reports the work of all of them.
 
-This module knows nothing of the tables: ``experiments`` imports it, never the other way round.
+This module knows nothing of the tables: ``tables`` imports it, never the other way round.
 
 Every image is scored with the same seed and the same batch of masks whichever process scores it,
-so the tables equal a one-process run's (``tests/test_experiments.py``). A GPU gets one process
+so the tables equal a one-process run's (``tests/test_tables.py``). A GPU gets one process
 (``default_workers``): scale out across GPUs with ``parallel.py`` instead.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from .config import get_config
+from ..config import get_config
 
 RUN_ARGS = ("variants", "baselines", "time_only", "progress")  # run_setting's, not Config's
 _FITTED: dict = {}  # per worker process: the setting it scored last (its shards come in a row)
@@ -45,7 +45,7 @@ def _cores() -> int:
 def default_workers(profile: str, n_tasks: int, **over) -> int:
     """Processes for a table: ``ANOMALYSD_WORKERS`` if set, else one per CPU core (at most 8 and
     at most one per task) on a CPU device, and 1 on a GPU (one device, one process)."""
-    from .utils import resolve_device
+    from ..utils import resolve_device
 
     env = os.environ.get("ANOMALYSD_WORKERS", "").strip()
     if env:
@@ -90,7 +90,7 @@ def plan(profile: str, over: dict) -> tuple[str | None, dict, list[str], dict]:
 def _fitted(profile: str, over: dict):
     """``evaluate.fit`` of a setting, kept for the next task of this process on the same setting."""
     from .evaluate import fit
-    from .features import frozen_models
+    from ..method.features import frozen_models
 
     if _key(over) not in _FITTED:
         _FITTED.clear()
@@ -103,7 +103,7 @@ def _fitted(profile: str, over: dict):
 def score_class(fitted, cls: str) -> dict:
     """Compute (and cache) the intermediates of the test images of ``cls`` not cached yet: how
     many, how many of them from stored grid latents, and the seconds of the others."""
-    from .data import load_sample
+    from ..data.datasets import load_sample
     from .evaluate import cache_file, intermediates_cached
 
     st, counts = fitted.timer.stages, fitted.counts
@@ -156,7 +156,7 @@ def _task(job):
 
 def run_settings(profile: str, settings: list, final, workers: int | None = None, log=print) -> list:
     """``final(profile, setting=label, **overrides)`` for every (label, overrides), which returns
-    (table, run info) (``experiments.run_setting``; a module-level function, so that worker
+    (table, run info) (``settings.run_setting``; a module-level function, so that worker
     processes can be sent it); returns [(table, run info)] in input order. Settings with identical
     overrides are computed once (Table 4's "designed" and "hierarchical" rows are the same run).
     With more than one worker the work is split into tasks as the module docstring describes,
@@ -190,7 +190,7 @@ def _shards(plans: dict) -> set:
 def _fit_order(profile: str, unique: dict, fits: dict) -> dict:
     """{fine-tune folder: the pending one-module fine-tunes that should wait for it}: those whose
     module it trains too (Table 3's one-module rows wait for "both" and adopt its module)."""
-    from .finetune import module_hashes
+    from ..method.finetune import module_hashes
 
     mods = {d: module_hashes(get_config(profile, **config_overrides(unique[ks[0]][1]))) for d, ks in fits.items()}
     after: dict[str, list[str]] = {}

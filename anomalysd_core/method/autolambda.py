@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 from skimage import draw
 
-from .config import Config
+from ..config import Config
 from .metrics import image_metrics, pixel_metrics
 from .scoring import image_score
 

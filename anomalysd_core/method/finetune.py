@@ -28,7 +28,7 @@ from . import masks as masks_mod
 from .inpaint import masked_image, unet_input
 from .models import vae_dtype
 from .prompts import sample_prompt
-from .utils import atomic_path, autocast, write_csv_atomic, write_json_atomic
+from ..utils import atomic_path, autocast, write_csv_atomic, write_json_atomic
 
 FINETUNE_KEYS = ["profile", "dataset", "data_root", "classes", "base_model", "text_encoder", "image_size",
                  "shots", "seed", "finetune_unet", "finetune_decoder", "mask_design", "prompt_design",

@@ -1,10 +1,10 @@
 """Regenerate the book: run every notebook with papermill, then build the Jupyter Book site.
 
-Usage (``python -m anomalysd_core.book --help``; the CLI's ``anomalysd book`` calls :func:`main`)::
+Usage (``python -m anomalysd_core.reproduce.book --help``; the CLI's ``anomalysd book`` calls :func:`main`)::
 
-    python -m anomalysd_core.book --profile mini            # run notebooks (cached), build the site
-    python -m anomalysd_core.book --profile smoke --no-build
-    python -m anomalysd_core.book --profile mini --only 02 --force -p seed=1
+    python -m anomalysd_core.reproduce.book --profile mini            # run notebooks (cached), build the site
+    python -m anomalysd_core.reproduce.book --profile smoke --no-build
+    python -m anomalysd_core.reproduce.book --profile mini --only 02 --force -p seed=1
 
 Stages
 ------
@@ -31,8 +31,8 @@ Stages
    ``-W -n --keep-going --all``: any warning (a broken reference, a missing glue key, a missing
    citation) fails the build.
 
-Notebook helpers: :func:`components_for_notebook` (the model a notebook should show) and
-:func:`glue` (myst-nb's glue, with a fallback that needs no myst-nb).
+The helpers the notebooks call (``glue``, ``html_table``, ``components_for_notebook``) are in
+``display.py``.
 """
 from __future__ import annotations
 
@@ -51,21 +51,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import REPO_ROOT, get_config
-from .utils import atomic_path, write_json_atomic, write_text_atomic
+from ..config import REPO_ROOT, get_config
+from ..utils import atomic_path, write_json_atomic, write_text_atomic
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 BOOK_DIR = REPO_ROOT / "book"
 BUILD_DIR = REPO_ROOT / "build"
 RESULTS_DIR = REPO_ROOT / "results"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # anomalysd_core
 # notebooks of the book itself, run after notebooks/NN_*.py (they summarise the results files)
 BOOK_NOTEBOOKS = (BOOK_DIR / "results_tables.py",)
 TIMES_FILE = "notebook_times.csv"
 TIMES_COLUMNS = ("notebook", "profile", "seconds", "finished_utc")
 KERNEL_NAME = "python3"
 PRIVATE_KERNEL = "anomalysd-python3"
-GLUE_PREFIX = "application/papermill.record/"
 # environment of the notebook kernels: offline, no progress bars, inline figures
 KERNEL_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1",
               "TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
@@ -177,15 +176,15 @@ def _versions() -> str:
 def notebook_hashes(src: Path, profile: str, params: dict, results_dir: Path | None) -> dict:
     """Everything a notebook's output depends on, hashed (see the module docstring)."""
     cfg = get_config(profile, **{k: v for k, v in params.items() if k == "data_root" and v})
-    from .mini import MARKER, resolve_data_root
+    from ..data.mini import MARKER, resolve_data_root
 
     marker = resolve_data_root(cfg.data_root) / MARKER
     h = {
         "source": _sha(Path(src).read_bytes()),
         "profile": profile,
         "parameters": _sha(json.dumps(params, sort_keys=True, default=str).encode()),
-        "anomalysd_core": _files_hash([p for p in PACKAGE_DIR.iterdir()
-                                       if p.suffix in (".py", ".yaml") and p.is_file()]),
+        "anomalysd_core": _files_hash(sorted(p for p in PACKAGE_DIR.rglob("*")
+                                              if p.suffix in (".py", ".yaml") and p.is_file())),
         "base_model": _folder_fingerprint(Path(cfg.base_model)),
         "versions": _versions(),
     }
@@ -437,7 +436,7 @@ def stage_book(executed_dir: Path | str, dest: Path | str, repo: Path = REPO_ROO
         raise FileNotFoundError(
             f"the table of contents names {missing}, which do not exist in the staged book; "
             f"executed notebooks are taken from {executed_dir} (run the notebooks first: "
-            "python -m anomalysd_core.book --profile <profile>)")
+            "python -m anomalysd_core.reproduce.book --profile <profile>)")
     return dest
 
 
@@ -475,63 +474,10 @@ def build_book(profile: str = "mini", *, build_dir: Path | str | None = None,
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers used inside the notebooks
-# ---------------------------------------------------------------------------------------------
-def components_for_notebook(cfg, device="cpu"):
-    """The diffusion components a notebook should show for ``cfg``, and a sentence saying which.
-
-    The project's base model (``cfg.base_model``, ``models/mini-base`` for mini/smoke) when it
-    exists; for the ``smoke`` profile only, a randomly initialised model of the same architecture
-    (``models.new_mini_components``) when it does not, so CI runs without the pre-trained weights.
-    """
-    import torch
-
-    from .models import load_components, new_mini_components
-
-    base = Path(cfg.base_model)
-    if base.exists() or cfg.profile == "paper":
-        comp = load_components(cfg, device=torch.device(device))
-        return comp, f"Loaded the base model from `{cfg.base_model}`."
-    if cfg.profile == "smoke":
-        comp = new_mini_components(size=cfg.image_size, text_kind=cfg.text_encoder, device=device)
-        return comp, (f"The base model `{cfg.base_model}` is absent, so this smoke run uses a "
-                      "RANDOMLY INITIALISED model of the same architecture: shapes and code paths "
-                      "are real, images and attention patterns are not meaningful.")
-    from .models import ModelError
-
-    raise ModelError(f"base model folder {cfg.base_model!r} does not exist; pre-train it with "
-                     "`python -m anomalysd_core pretrain` (or run the smoke profile)")
-
-
-def html_table(df, index: bool = False):
-    """A DataFrame as an HTML table in the book theme's style (for display and glue)."""
-    from IPython.display import HTML
-
-    return HTML(df.to_html(index=index, border=0, classes=["table", "dataframe"], na_rep="",
-                           escape=True))
-
-
-def glue(name: str, value, display: bool = False) -> None:
-    """Store ``value`` under ``name`` for ``{glue}`` roles/directives of the book (myst-nb)."""
-    try:
-        from myst_nb import glue as _glue
-    except ImportError:  # same wire format as myst_nb.glue, without the dependency
-        from IPython.core.formatters import format_display_data
-        from IPython.display import display as ipy_display
-
-        bundle, metadata = format_display_data(value)
-        prefix = "" if display else GLUE_PREFIX
-        metadata["scrapbook"] = dict(name=name, mime_prefix=prefix)
-        ipy_display({prefix + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
-        return
-    _glue(name, value, display=display)
-
-
-# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m anomalysd_core.book",
+    ap = argparse.ArgumentParser(prog="python -m anomalysd_core.reproduce.book",
                                  description="Run the notebooks (papermill, cached) and build the book.")
     ap.add_argument("--profile", default="mini", choices=["paper", "mini", "smoke"])
     ap.add_argument("--only", action="append", metavar="PREFIX",

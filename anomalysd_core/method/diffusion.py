@@ -185,7 +185,7 @@ def attention_from_module(attn, hidden_states: torch.Tensor, context: torch.Tens
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def token_states(text, prompts: list[str]):
-    """``tau(y)`` per token for a :class:`~anomalysd_core.models.TextEncoder`.
+    """``tau(y)`` per token for a :class:`~anomalysd_core.method.models.TextEncoder`.
 
     Returns ``(states (n, L, d), attention_mask (n, L) bool, tokens list[list[str]])``; ``states``
     is exactly what the U-Net receives as cross-attention context (padding included).

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import CHOICES
+from ..config import CHOICES
 
 TEXT_MAX_LENGTH = {"clip": 77, "minilm": 32}
 #: torch.compile modes of the inference path (``Config.compile``, ``Components.compiled``)
@@ -194,7 +194,7 @@ def load_components(cfg, device=None, unet_path: str | None = None, vae_path: st
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
-    from .utils import resolve_device, resolve_dtype
+    from ..utils import resolve_device, resolve_dtype
 
     device = device if device is not None else resolve_device(cfg.device)
     dtype = dtype or resolve_dtype(cfg.dtype, device)
@@ -265,7 +265,7 @@ def new_mini_components(size: int = 128, text_kind: str = "minilm", device="cpu"
 
 def save_base(comp: Components, out: str | os.PathLike, card: dict, fp16: bool = True) -> Path:
     """Write a diffusers-layout folder (vae/, unet/, scheduler/) plus the model card JSON."""
-    from .utils import write_json_atomic
+    from ..utils import write_json_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
