@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MVTEC_TEXTURES = frozenset({"carpet", "grid", "leather", "tile", "wood"})
@@ -147,6 +147,56 @@ def load_image(path, size: int | None = None) -> np.ndarray:
     if size is not None:
         arr = _resize_float(arr, int(size))
     return arr
+
+
+#: What ``_to_float_rgb`` does to an image that is not 8-bit RGB or grey, as ``load_photo`` says it
+_SIXTEEN = "16-bit image, scaled to [0, 1] (divided by 65535)"
+CONVERSIONS = {
+    "P": "palette image, converted to RGB", "PA": "palette image with alpha, composited on black",
+    "1": "1-bit image, converted to grey", "LA": "grey with alpha, composited on black",
+    "RGBA": "alpha channel composited on black", "RGBa": "alpha channel composited on black",
+    "I;16": _SIXTEEN, "I;16L": _SIXTEEN, "I;16B": _SIXTEEN, "I;16N": _SIXTEEN,
+    "I": "32-bit integer image, scaled to [0, 1]", "F": "32-bit float image, clipped to [0, 1]",
+    "CMYK": "CMYK image, converted to RGB", "YCbCr": "YCbCr image, converted to RGB",
+}
+
+
+def load_photo(path, size: int | None = None) -> tuple[np.ndarray, list[str], tuple[int, int]]:
+    """A photo as a viewer shows it: ``(array, notes, (width, height))``.
+
+    Like :func:`load_image`, and also turned upright by its EXIF orientation (a phone photo taken
+    sideways is stored sideways with a tag that says so). ``notes`` says in words what was done
+    to the file (turned, converted from 16 bits or a palette, alpha composited, first frame of
+    several); ``(width, height)`` is the upright size before any resize. Datasets use
+    :func:`load_image`, which ignores EXIF: their masks are aligned with the stored pixels.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> f = Path(tempfile.mkdtemp()) / "p.png"
+    >>> Image.new("P", (40, 30)).save(f)
+    >>> arr, notes, wh = load_photo(f)
+    >>> arr.shape, notes, wh
+    ((30, 40, 3), ['palette image, converted to RGB'], (40, 30))
+    """
+    _check_size(size)
+    img = _open(path)
+    notes = []
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"first of {frames} frames")
+    orientation = img.getexif().get(0x0112, 1)
+    if orientation not in (None, 1):
+        img = ImageOps.exif_transpose(img)
+        notes.append(f"turned upright by its EXIF orientation ({orientation})")
+    if img.mode in CONVERSIONS:
+        notes.append(CONVERSIONS[img.mode])
+    wh = img.size
+    arr = _to_float_rgb(img)
+    if size is not None:
+        arr = _resize_float(arr, int(size))
+    return arr, notes, wh
 
 
 def load_mask(path, size: int | None = None) -> np.ndarray:
