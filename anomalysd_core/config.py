@@ -65,7 +65,8 @@ class Config:
     image_score_top: float = 0.0      # S_I: mean of S_map's top fraction of pixels; 0 = its max (the paper; mini: 0.02)
     infer_batch: int = 0              # masks per UNet batch; 0 = adapt to memory
     compile: str = "none"             # torch.compile mode of the U-Net and VAE calls at inference ("none":
-                                      # eager); for long runs on a GPU (benchmarks/paper_speed.py measures it)
+                                      # eager; "auto": "default" on a GPU for runs of 40 images or more,
+                                      # utils.resolve_compile; paper: "auto"; benchmarks/paper_speed.py)
     # --- runtime ---
     device: str = "auto"              # "auto", "cpu", "cuda"
     dtype: str = "float32"            # "auto": bfloat16 or float16 on a GPU, float32 on a CPU (utils.resolve_dtype)
@@ -162,7 +163,7 @@ CHOICES: dict[str, tuple] = {
     "mask_variant": ("full", "ms", "ms+proto"),
     "proto_floor": ("none", "shots"),                                         # prototypes.shot_floor
     "dtype": ("auto", "float32", "float16", "bfloat16"),
-    "compile": ("none", "default", "reduce-overhead", "max-autotune"),          # models.Components.compiled
+    "compile": ("none", "auto", "default", "reduce-overhead", "max-autotune"),  # utils.resolve_compile
 }
 #: (field, lower bound, upper bound or None, lower bound excluded)
 RANGES = [("image_size", 8, None, False), ("shots", 0, None, False), ("batch_size", 1, None, False),
@@ -179,7 +180,7 @@ PROFILES: dict[str, dict] = {
         base_model="stable-diffusion-v1-5/stable-diffusion-inpainting", text_encoder="clip",
         backbone="efficientnet_b6", distance="lpips_alex", baseline_backbone="wide_resnet50_2", batch_size=8,
         unet_epochs=4000, decoder_epochs=200, num_inference_steps=50, grid_scales=(1, 2, 4, 8),
-        noise_strength_per_class={"capsule": 0.4, "wood": 0.4, "screw": 0.4}, dtype="auto",
+        noise_strength_per_class={"capsule": 0.4, "wood": 0.4, "screw": 0.4}, dtype="auto", compile="auto",
     ),
     # mini's fine-tune, distance and map blur: chosen on the validation build data/mini-val
     # (benchmarks/finetune_schedule.py, notebook 10) within the CPU budget of the book: 500/100 steps

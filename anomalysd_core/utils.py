@@ -98,6 +98,33 @@ def resolve_dtype(name: str, device):
     return getattr(torch, name)
 
 
+#: ``compile="auto"`` compiles only runs of at least this many images: on an H200 at the paper's
+#: size, compiling (102 s) saved 2.45 s per image (6.96 -> 4.51 s), so it paid after about 40
+COMPILE_MIN_IMAGES = 40
+
+
+def resolve_compile(mode: str, device, n_images: int | None = None) -> str:
+    """The torch.compile mode that the config's ``compile`` asks for on ``device``.
+
+    ``auto`` is ``default`` on a CUDA device for a run of at least ``COMPILE_MIN_IMAGES`` images
+    (or of an unknown number) and ``none`` (eager) otherwise: on a CPU, and for a few images,
+    where the compile would cost more than it saves. Any other mode is returned as it is.
+
+    Examples
+    --------
+    >>> import torch
+    >>> resolve_compile("auto", torch.device("cpu")), resolve_compile("default", torch.device("cpu"))
+    ('none', 'default')
+    """
+    import torch
+
+    if mode != "auto":
+        return mode
+    if torch.device(device).type != "cuda" or (n_images is not None and n_images < COMPILE_MIN_IMAGES):
+        return "none"
+    return "default"
+
+
 def autocast(device, dtype):
     """Mixed precision for training in ``dtype`` on a CUDA ``device`` (the weights and the
     optimiser stay float32), else a no-op context."""

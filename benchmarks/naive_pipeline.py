@@ -15,7 +15,7 @@ import copy
 import torch
 
 from anomalysd_core.method import scoring
-from anomalysd_core.method.inpaint import masked_image, unet_input
+from anomalysd_core.method.inpaint import inpaint, masked_image, unet_input
 from anomalysd_core.reproduce import cost as cost_mod
 
 
@@ -110,25 +110,48 @@ class NaiveEngine:
             self.recording = False
 
     def _run(self, comp, x, masks, context, strength, steps, seed=0, batch=0, progress=False):
-        strength = pipeline_strength(strength, steps)
-        dev = comp.device
-        x = x.to(dev, torch.float32)
-        outs = []
-        for i in range(masks.shape[0]):
-            m = masks[i:i + 1].to(dev, torch.float32)
-            kw = {}
-            if self.matched:
-                with torch.inference_mode():
-                    kw = dict(image=comp.encode(x), masked_image_latents=comp.encode(masked_image(x, m)))
-            else:
-                kw = dict(image=x)
-            r = self.pipe(prompt_embeds=context.to(dev, comp.dtype), mask_image=m, height=x.shape[-2],
-                          width=x.shape[-1], strength=strength, num_inference_steps=steps, guidance_scale=1.0,
-                          generator=torch.Generator().manual_seed(int(seed)), output_type="pt", **kw)
-            if self.pipe.do_classifier_free_guidance:
-                raise RuntimeError("the pipeline ran classifier-free guidance")
-            outs.append(r.images.float())
-        return torch.cat(outs)
+        return pipeline_inpaint(self.pipe, comp, x, masks, context, strength, steps, seed, self.matched)
+
+
+def pipeline_inpaint(pipe, comp, x, masks, context, strength, steps, seed=0, matched=True):
+    """x^ (N,3,H,W) from one ``pipe`` call per mask at our lambda, steps, prompt embedding
+    (guidance 1) and seed. ``matched`` feeds it our engine's latents, z = E(x) as the posterior
+    mean and z_o = E((1 - m) x) with mid-grey fill, so that its only random draw is the start
+    noise, which then equals ours; else it gets the image and encodes (and samples) itself."""
+    strength = pipeline_strength(strength, steps)
+    dev = comp.device
+    x = x.to(dev, torch.float32)
+    outs = []
+    for i in range(masks.shape[0]):
+        m = masks[i:i + 1].to(dev, torch.float32)
+        if matched:
+            with torch.inference_mode():
+                kw = dict(image=comp.encode(x), masked_image_latents=comp.encode(masked_image(x, m)))
+        else:
+            kw = dict(image=x)
+        r = pipe(prompt_embeds=context.to(dev, comp.dtype), mask_image=m, height=x.shape[-2],
+                 width=x.shape[-1], strength=strength, num_inference_steps=steps, guidance_scale=1.0,
+                 generator=torch.Generator().manual_seed(int(seed)), output_type="pt", **kw)
+        if pipe.do_classifier_free_guidance:
+            raise RuntimeError("the pipeline ran classifier-free guidance")
+        outs.append(r.images.float())
+    return torch.cat(outs)
+
+
+def engine_vs_pipeline(comp, pipe, x, masks, context, strength, steps, seed=0) -> dict:
+    """How far our batched engine (``inpaint.inpaint``) is from diffusers' pipeline on the same
+    inputs (``pipeline_inpaint``, matched), and from itself run one mask at a time: the largest
+    absolute differences of the inpaintings x^ in [0, 1]. ``pipe`` holds the U-Net as it is (no
+    channel permutation), so an engine that stacks the 9 input channels in another order than
+    the checkpoints expect is far from it."""
+    n = masks.shape[0]
+    a = inpaint(comp, x, masks, context, strength, steps, seed=seed, batch=n)
+    one = torch.cat([inpaint(comp, x, masks[i:i + 1], context, strength, steps, seed=seed, batch=1)
+                     for i in range(n)])
+    b = pipeline_inpaint(pipe, comp, x, masks, context, strength, steps, seed)
+    return {"engine_vs_pipeline": float((a.float() - b).abs().max()),
+            "batched_vs_one_at_a_time": float((a.float() - one.float()).abs().max()), "masks": n,
+            "strength": float(strength), "steps": int(steps)}
 
 
 @contextlib.contextmanager

@@ -17,7 +17,10 @@ weights, the forward pass under autocast as ``finetune.finetune_unet`` runs it) 
 Rows go to ``<out>/bench_paper_speed.csv`` (device, gpu, dtype, image_size, n_masks, steps,
 engine, s_per_image, peak_gib, tflop_per_image, fraction_of_peak, speedup_vs_naive, mode,
 max_abs_diff_vs_eager, compile_s, plus the projected hours for the MVTec-AD and VisA test sets)
-and ``<out>/bench_paper_finetune.csv``, both written atomically, with
+``<out>/bench_paper_finetune.csv`` and ``<out>/bench_paper_equivalence.csv`` (per dtype: the largest
+difference between the engine's inpaintings and diffusers' pipeline's on the same latents, noise and
+timesteps, over ``--check-masks`` masks, and between the engine batched and one mask at a time),
+each written atomically, with
 ``<out>/bench_paper_speed.provenance.json`` (arguments, commit, versions, device).
 
     python benchmarks/paper_speed.py --device cuda --naive-masks 24 --out results/gpu   # an H200: 4 min
@@ -40,7 +43,7 @@ warnings.filterwarnings("ignore")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from naive_pipeline import NaiveEngine  # noqa: E402
+from naive_pipeline import NaiveEngine, engine_vs_pipeline  # noqa: E402
 from speed_paper_size import SD_UNET, SD_VAE, random_models  # noqa: E402
 from speed_timing import timed  # noqa: E402
 
@@ -168,6 +171,8 @@ def main(argv=None) -> None:
     ap.add_argument("--naive-masks", type=int, default=0,
                     help="masks timed for the naive engine, scaled to all (default 0: all of them)")
     ap.add_argument("--finetune-steps", type=int, default=10)
+    ap.add_argument("--check-masks", type=int, default=4,
+                    help="masks of the engine-vs-pipeline check (naive_pipeline.engine_vs_pipeline)")
     ap.add_argument("--out", default="results/gpu", help="folder of the two CSV files")
     args = ap.parse_args(argv)
     bad = [m for m in args.modes if m not in ("none", "channels_last") + COMPILE_MODES]
@@ -185,7 +190,7 @@ def main(argv=None) -> None:
     n = masks.shape[0]
     counts = cost_mod.calls_per_image(n, lam, steps)
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(dev)
-    rows, ft_rows = [], []
+    rows, ft_rows, eq_rows = [], [], []
     for i, dt in enumerate(dtypes):
         comp = components(unet, vae, dev, dt)
         ctx = torch.randn(1, 77, text_dim, generator=torch.Generator().manual_seed(0)).to(dev, dt)
@@ -196,6 +201,11 @@ def main(argv=None) -> None:
         naive(comp, x, masks[:1], ctx, lam, steps)  # warm-up
         _, nv_s, nv_gib = timed_gib(lambda: naive(comp, x, masks[:k], ctx, lam, steps), dev)
         nv_s *= n / k
+        check = engine_vs_pipeline(comp, naive.pipe, x, masks[:args.check_masks], ctx, lam, steps)
+        eq_rows.append({"device": dev.type, "gpu": gpu, "dtype": str(dt).replace("torch.", ""), "image_size": size,
+                        **check})
+        print(f"{dt}: engine vs pipeline, {check['masks']} masks: max |diff| {check['engine_vs_pipeline']:.2e} "
+              f"(batched vs one at a time {check['batched_vs_one_at_a_time']:.2e})", flush=True)
         tflop = tflop_per_image(comp, x, masks, ctx, counts)
         peak = peak_tflops(dev, dt, 1024 if args.toy else 8192)
         name = str(dt).replace("torch.", "")
@@ -228,6 +238,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     write_csv_atomic(out / "bench_paper_speed.csv", pd.DataFrame(rows))
     write_csv_atomic(out / "bench_paper_finetune.csv", pd.DataFrame(ft_rows))
+    write_csv_atomic(out / "bench_paper_equivalence.csv", pd.DataFrame(eq_rows))
     write_json_atomic(out / "bench_paper_speed.provenance.json", provenance(
         argv=list(sys.argv[1:] if argv is None else argv), modes=args.modes))
     print(f"wrote {out / 'bench_paper_speed.csv'} and {out / 'bench_paper_finetune.csv'}")

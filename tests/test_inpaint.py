@@ -162,8 +162,33 @@ def test_compiled_engine_gives_the_eager_inpaintings(tiny_comp, case, mode):
 
     assert close(compiled, eager)
     assert set(comp._compiled) == {"unet", "encode", "decode"}
+    # the first call per shape is timed, the compile included (evaluate.compile_info)
+    assert {k.split()[0] for k in comp.compile_seconds} == {"unet", "encode", "decode"}
+    assert all(v > 0 for v in comp.compile_seconds.values())
     if mode == "reduce-overhead":  # three chunks: a replay must not overwrite an earlier chunk's result
         kw = {**kw, "batch": 2}
         assert close(ip.inpaint(comp, x, masks, ctx, **kw), ip.inpaint(tiny_comp, x, masks, ctx, **kw))
     with pytest.raises(ValueError, match="compile mode 'fast'"):
         tiny_comp.compiled("fast")
+
+
+def test_compile_auto_is_eager_on_a_cpu_and_for_few_images(tiny_cfg, tiny_comp):
+    """The paper profile asks for ``compile="auto"``: ``default`` on a GPU for a run of at least
+    ``COMPILE_MIN_IMAGES`` images, eager on a CPU (these tests) and for fewer images."""
+    import dataclasses
+
+    from anomalysd_core.config import get_config
+    from anomalysd_core.method.scoring import AnomalySD
+    from anomalysd_core.reproduce.evaluate import compile_info
+    from anomalysd_core.utils import COMPILE_MIN_IMAGES, resolve_compile
+
+    assert get_config("paper").compile == "auto" and get_config("mini").compile == "none"
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_compile("auto", cuda) == "default" == resolve_compile("auto", cuda, COMPILE_MIN_IMAGES)
+    assert resolve_compile("auto", cuda, COMPILE_MIN_IMAGES - 1) == "none" == resolve_compile("auto", cpu, 10 ** 6)
+    assert resolve_compile("max-autotune", cpu) == "max-autotune" and resolve_compile("none", cuda) == "none"
+    det = AnomalySD(dataclasses.replace(tiny_cfg, compile="auto"), tiny_comp, None, None, n_images=1725)
+    assert det.comp.compile_mode == ("default" if tiny_comp.device.type == "cuda" else "none")
+    assert compile_info(det)["mode"] == det.comp.compile_mode
+    with pytest.raises(ValueError, match="compile mode 'auto'"):
+        tiny_comp.compiled("auto")  # resolved before it reaches the components

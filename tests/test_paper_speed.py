@@ -37,6 +37,9 @@ def test_toy_run_writes_both_tables(tmp_path):
     ft = pd.read_csv(tmp_path / "bench_paper_finetune.csv")
     assert len(ft) == 1 and ft.loc[0, "s_per_step"] > 0
     assert ft.loc[0, "paper_finetune_minutes"] == pytest.approx(ft.loc[0, "s_per_step"] * 8000 / 60)
+    eq = pd.read_csv(tmp_path / "bench_paper_equivalence.csv")
+    assert len(eq) == 1 and eq.loc[0, "masks"] == 4 and eq.loc[0, "dtype"] == "float32"
+    assert eq.loc[0, "engine_vs_pipeline"] < 1e-3 and eq.loc[0, "batched_vs_one_at_a_time"] < 1e-3
     prov = json.loads((tmp_path / "bench_paper_speed.provenance.json").read_text())
     assert prov["argv"][0] == "--toy" and prov["modes"] == ["channels_last"] and prov["device"].startswith("cpu")
 

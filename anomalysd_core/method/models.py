@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from ..config import CHOICES
 
 TEXT_MAX_LENGTH = {"clip": 77, "minilm": 32}
 #: torch.compile modes of the inference path (``Config.compile``, ``Components.compiled``)
-COMPILE_MODES = CHOICES["compile"]
+COMPILE_MODES = tuple(m for m in CHOICES["compile"] if m != "auto")
 CARD_NAME = "anomalysd.json"
 
 
@@ -99,6 +100,8 @@ class Components:
     dtype: torch.dtype = torch.float32
     compile_mode: str = "none"  # torch.compile mode of the inference calls (``compiled``); "none": eager
     _compiled: dict = field(default_factory=dict, repr=False)
+    #: wall seconds of each compiled call's first use per input shape, the compile included
+    compile_seconds: dict = field(default_factory=dict, repr=False)
 
     def compiled(self, mode: str) -> "Components":
         """These components with the inference calls (``denoiser``, ``encode``, ``decode``) under
@@ -107,14 +110,27 @@ class Components:
         compiled on its first use, once per input shape (``inpaint`` pads chunks to few shapes)."""
         if mode not in COMPILE_MODES:
             raise ValueError(f"compile mode {mode!r} is not one of {list(COMPILE_MODES)}")
-        return self if mode == self.compile_mode else replace(self, compile_mode=mode, _compiled={})
+        if mode == self.compile_mode:
+            return self
+        return replace(self, compile_mode=mode, _compiled={}, compile_seconds={})
 
     def _call(self, name: str):
         fn = self.unet if name == "unet" else getattr(self.vae, name)
         if self.compile_mode == "none":
             return fn
         if name not in self._compiled:
-            self._compiled[name] = torch.compile(fn, mode=self.compile_mode, dynamic=False)
+            compiled, seen = torch.compile(fn, mode=self.compile_mode, dynamic=False), self.compile_seconds
+
+            def first_use_timed(x, *args, **kwargs):
+                key = f"{name} {tuple(x.shape)}"
+                if key in seen:
+                    return compiled(x, *args, **kwargs)
+                t0 = time.perf_counter()
+                out = compiled(x, *args, **kwargs)
+                seen[key] = time.perf_counter() - t0
+                return out
+
+            self._compiled[name] = first_use_timed
         return self._compiled[name]
 
     @property

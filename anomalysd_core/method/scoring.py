@@ -143,10 +143,13 @@ def to_tensor(img) -> torch.Tensor:
 class AnomalySD:
     """The detector of Sec. 4.2-4.3 (see module docstring)."""
 
-    def __init__(self, cfg, comp, backbone, distance):
+    def __init__(self, cfg, comp, backbone, distance, n_images: int | None = None):
+        from ..utils import resolve_compile
+
         self.cfg, self.backbone, self.distance = cfg, backbone, distance
-        # the same modules, eager unless cfg.compile says otherwise (None: a detector that only fuses maps)
-        self.comp = comp.compiled(cfg.compile) if comp is not None else None
+        # the same modules, eager unless cfg.compile says otherwise ("auto": compiled on a GPU for a
+        # run of ``n_images`` >= 40 images); None: a detector that only fuses maps
+        self.comp = comp.compiled(resolve_compile(cfg.compile, comp.device, n_images)) if comp is not None else None
         self.banks: dict[str, torch.Tensor] = {}
         self.floors: dict[str, float] = {}  # class -> lowest threshold of eq 15 (proto_floor="shots")
         self._ctx: dict[str, torch.Tensor] = {}

@@ -133,7 +133,7 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
             info = finetune(cfg, comp, images, kinds, run_dir, distance=distance, progress=progress)
         if info["reused"] or info["adopted"]:  # the in-memory comp lacks (some) tuned parts: load them
             comp = load_components(cfg, device, unet_path=info.get("unet"), vae_path=info.get("vae"))
-    det = AnomalySD(cfg, comp, backbone, distance)
+    det = AnomalySD(cfg, comp, backbone, distance, n_images=sum(len(ds.test(c)) for c in classes))
     with timer.stage("prototypes"):
         det.set_shots(images)
     if cfg.auto_strength:
@@ -405,6 +405,16 @@ def summarise(fitted: Fitted, records: list[dict], variants=("ms+proto",), alpha
     return df, pd.DataFrame(score_rows)
 
 
+def compile_info(det) -> dict:
+    """The torch.compile mode the detector's inference calls ran in (``cfg.compile`` resolved) and
+    the seconds of their first calls per input shape, the compile included."""
+    comp = det.comp
+    if comp is None:
+        return {"mode": "none", "seconds": 0.0}
+    return {"mode": comp.compile_mode, "seconds": round(sum(comp.compile_seconds.values()), 3),
+            "calls": {k: round(v, 3) for k, v in comp.compile_seconds.items()}}
+
+
 def write_outputs(fitted: Fitted, df: pd.DataFrame, scores: pd.DataFrame, out_dir, tag: str = "",
                   n_imgs: int = 0, variants=("ms+proto",), alphas=None, seconds: float = 0.0,
                   **extra) -> None:
@@ -418,6 +428,7 @@ def write_outputs(fitted: Fitted, df: pd.DataFrame, scores: pd.DataFrame, out_di
         classes=fitted.classes, n_test_images=n_imgs, variants=list(variants), alphas=alphas,
         stage_seconds={**fitted.timer.stages, "evaluate_total": seconds},
         seconds_per_image=seconds / max(n_imgs, 1), finetune=fitted.finetune_info,
+        compile=compile_info(fitted.detector),
         **({"auto_lambda": fitted.auto_records()} if cfg.auto_strength else {}), **extra))
     write_csv_atomic(out_dir / f"metrics{tag}.csv", df)
 

@@ -13,7 +13,7 @@ import torch
 from ..config import get_config
 from ..method.features import frozen_models
 from ..utils import write_json_atomic
-from .evaluate import METRIC_COLUMNS, class_metrics, evaluate, fit
+from .evaluate import METRIC_COLUMNS, class_metrics, compile_info, evaluate, fit
 
 
 def _anomalysd_seconds(fitted, items, n_fresh: int) -> float:
@@ -87,7 +87,8 @@ def run_setting(profile: str, setting: str = "", variants=("ms+proto",), baselin
             "finetune_seconds": ft_times,
             "finetune_reused": bool(prior.get("finetune_reused", fitted.finetune_info.get("reused"))),
             "finetune_adopted": dict(fitted.finetune_info.get("adopted", {})),
-            "skipped_baselines": dict(fitted.skipped_baselines)}
+            "skipped_baselines": dict(fitted.skipped_baselines),
+            "compile": compile_info(fitted.detector)}
     if cfg.auto_strength:
         info["auto_lambda"] = fitted.auto_records()
     info["image_scores"] = score_rows  # taken out by ``_collect`` into <table>_scores.csv
