@@ -23,7 +23,9 @@
 #
 # 1. every shot count and every seed of the shot draw (fine-tunes and inpaintings are cached);
 # 2. AnomalySD, the prototype error map alone ("prototype kNN map", AnomalySD without Stable
-#    Diffusion) and PatchCore, SPADE and PaDiM re-implemented on the same features and data;
+#    Diffusion: a nearest-neighbour patch distance on the same features, of AnomalyDINO's family
+#    {cite:p}`damm2025anomalydino` but not AnomalyDINO, which the `paper` profile adds as its own
+#    row) and PatchCore, SPADE and PaDiM re-implemented on the same features and data;
 # 3. per-class numbers, mean ± standard deviation over seeds, the paper's Table 1 beside ours;
 # 4. the cost: seconds per test image of each method.
 #

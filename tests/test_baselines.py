@@ -302,3 +302,38 @@ def test_winclip_random_weights_end_to_end():
     assert few.model.k_shot == 1
     sc, mp = few.predict(x)
     assert sc.shape == (3,) and mp.shape == (3, 48, 48) and torch.isfinite(mp).all()
+
+
+def _dino(**kw):
+    from anomalysd_core.method.peers import AnomalyDINO
+
+    return AnomalyDINO(pretrained=False, size=56, **kw)  # random DINOv2 ViT-S/14 weights, 4 x 4 patches
+
+
+def test_anomalydino_scores_its_own_normal_zero_and_a_changed_image_higher():
+    gen = torch.Generator().manual_seed(0)
+    normal = torch.rand(1, 3, 40, 40, generator=gen)
+    changed = normal.clone()
+    changed[:, :, 10:30, 10:30] = torch.rand(1, 3, 20, 20, generator=gen)
+    model = _dino(masking=False).fit(normal)
+    assert model.bank.shape == (16, 384) and torch.allclose(model.bank.norm(dim=1), torch.ones(16))
+    scores, maps = model.predict(torch.cat([normal, changed]))
+    assert scores.shape == (2,) and maps.shape == (2, 40, 40)
+    assert float(scores[0]) < 1e-5 < float(scores[1])  # cosine distance of a patch to itself is 0
+    # the image score is the mean of the top 1 % of patch scores: here the single largest of 16
+    d = (1 - model.patches(changed)[0][0] @ model.bank.T).min(dim=1).values
+    assert float(scores[1]) == pytest.approx(float(d.max()), abs=1e-6)
+
+
+def test_anomalydino_masks_objects_and_explains_missing_weights(monkeypatch):
+    from anomalysd_core.method.baselines import BaselineUnavailable, build_baseline
+    from anomalysd_core.method.peers import DINO_MODEL, AnomalyDINO
+
+    assert _dino(kind="object").masking and not _dino(kind="texture").masking
+    model = _dino(kind="object").fit(torch.rand(2, 3, 56, 56))
+    assert model.bank.shape[0] <= 2 * 16  # only foreground patches enter the bank
+    with pytest.raises(ValueError, match="multiple of the 14-px patch"):
+        AnomalyDINO(pretrained=False, size=50)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BaselineUnavailable, match=DINO_MODEL):
+        build_baseline("anomalydino", None, kind="texture").fit(torch.rand(1, 3, 32, 32))

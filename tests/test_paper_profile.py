@@ -177,3 +177,29 @@ def test_evaluate_in_bfloat16(paper_cfg, tmp_path, monkeypatch):
     assert len(anom) == 1 and anom[["i_auroc", "p_auroc"]].notna().all().all()
     stored = [np.load(f)["z"] for f in (tmp_path / "runs").rglob("*.npz") if "z" in np.load(f).files]
     assert stored and all(z.dtype == np.float16 for z in stored)  # the grid latents, exact in float16
+
+
+def test_table1_gets_an_anomalydino_row(paper_cfg, monkeypatch):
+    """The paper profile's Table 1 runs AnomalyDINO beside the other baselines on the same shots
+    (random DINOv2 weights here); without its weights the row is skipped with a message."""
+    import functools
+
+    from anomalysd_core.method import baselines, peers
+    from anomalysd_core.reproduce import params, settings
+
+    assert "anomalydino" in params.sweep_defaults("paper")["baselines"]
+    dev = resolve_device(paper_cfg.device)
+    fitted = ev.fit(paper_cfg, progress=False,
+                    backbone=features.build_backbone("efficientnet_b6", pretrained=False, device=dev),
+                    distance=features.build_distance("lpips_alex", pretrained=False, device=dev))
+    with pytest.warns(UserWarning, match="AnomalyDINO skipped"):
+        skipped = settings.run_baselines(fitted, ("anomalydino",))
+    assert skipped.empty and "DINOv2 ViT-S/14" in fitted.skipped_baselines["anomalydino"]
+    monkeypatch.setitem(baselines.BASELINES, "anomalydino",
+                        functools.partial(peers.AnomalyDINO, pretrained=False, size=28))
+    rows = []
+    df = settings.run_baselines(fitted, ("anomalydino",), score_rows=rows)
+    assert set(df["method"]) == {"anomalydino"} and set(df["class"]) == {"bottle", "wood", "mean"}
+    assert df[ev.METRIC_COLUMNS].notna().all().all()
+    assert len(rows) == sum(len(fitted.dataset.test(c)) for c in fitted.classes)
+    assert "anomalydino_per_image_s" in fitted.timer.stages

@@ -18,7 +18,9 @@ Read in this order; each module cites the paper's equations it implements.
                     score (eq 16-21)
 ``features``        the backbone psi (EfficientNet, eq 12) and the distance D (LPIPS, eq 16-17)
 ``metrics``         image and pixel AUROC, AUPR, F1-max, PRO, and the paired bootstrap
-``baselines``       PatchCore, SPADE, PaDiM, WinCLIP and the prototype kNN map
+``baselines``       the baselines by name (``build_baseline``)
+``memory_bank``     PatchCore, SPADE, PaDiM and the prototype kNN map on AnomalySD's features
+``peers``           WinCLIP (CLIP) and AnomalyDINO (DINOv2), with their own foundation models
 ``autolambda``      ours, not the paper's: lambda chosen per class from the normal shots alone
 ==================  ==============================================================================
 

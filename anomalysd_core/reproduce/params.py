@@ -17,7 +17,7 @@ from .tables import get_results_dir
 #: smoke keeps CI short: two shot counts, one seed, three noise strengths (one of them cached).
 SWEEPS = {
     "paper": dict(shots=(0, 1, 2, 4), seeds=(0, 1, 2), lambdas=(0.2, 0.4, 0.6, 0.8),
-                  baselines=("patchcore", "spade", "padim", "winclip")),
+                  baselines=("patchcore", "spade", "padim", "winclip", "anomalydino")),
     "mini": dict(shots=(0, 1, 2, 4), seeds=(0, 1, 2), lambdas=(0.2, 0.4, 0.6, 0.8),
                  baselines=("patchcore", "spade", "padim"), zero_shot_seeds=(0,)),
     "smoke": dict(shots=(0, 1), seeds=(0,), lambdas=(0.2, 0.5, 0.8), baselines=("patchcore", "spade", "padim")),  # 0.5: the profile's own, cached

@@ -267,7 +267,8 @@ def evaluate_conditions(fitted, classes, conds, baselines=(), extractor=None, sk
     ``conds`` holds ("clean", 0) for the unperturbed images. A baseline that cannot run here
     (WinCLIP without its weights) is left out and its reason put in ``skipped``."""
     from ..data import datasets as data_mod
-    from ..method.baselines import ZERO_SHOT_BASELINES, BaselineUnavailable, build_baseline
+    from ..method.baselines import OWN_BACKBONE_BASELINES, BaselineUnavailable, build_baseline, class_kwargs
+    from ..utils import resolve_device
 
     cfg, ds, root = fitted.cfg, fitted.dataset, cache_root(fitted.cfg)
     skipped = {} if skipped is None else skipped
@@ -280,8 +281,8 @@ def evaluate_conditions(fitted, classes, conds, baselines=(), extractor=None, sk
             if b in skipped:
                 continue
             try:
-                kw = {"class_name": cls} if b in ZERO_SHOT_BASELINES else {}
-                models[b] = build_baseline(b, None if b in ZERO_SHOT_BASELINES else extractor, **kw).fit(normals)
+                kw = class_kwargs(b, cls, ds.class_kind(cls), resolve_device(cfg.device))
+                models[b] = build_baseline(b, None if b in OWN_BACKBONE_BASELINES else extractor, **kw).fit(normals)
             except BaselineUnavailable as e:
                 skipped[b] = str(e)
         pixel = ds.has_pixel_masks(cls)

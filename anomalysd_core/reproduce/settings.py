@@ -124,21 +124,23 @@ def run_baselines(fitted, names=("patchcore", "spade", "padim"), time_only=(),
     import warnings
 
     from ..data import datasets as data_mod
-    from ..method.baselines import ZERO_SHOT_BASELINES, BaselineUnavailable, build_baseline
+    from ..method.baselines import (OWN_BACKBONE_BASELINES, ZERO_SHOT_BASELINES, BaselineUnavailable,
+                                    build_baseline, class_kwargs)
+    from ..utils import resolve_device
 
     cfg, ds = fitted.cfg, fitted.dataset
     rows = []
     for name in list(names) + [n for n in time_only if n not in names]:
         if cfg.shots == 0 and name not in ZERO_SHOT_BASELINES:
             continue  # memory-bank methods need at least one normal image
-        extractor = None if name in ZERO_SHOT_BASELINES else baseline_extractor(fitted)
+        extractor = None if name in OWN_BACKBONE_BASELINES else baseline_extractor(fitted)
         t_img, n_img = 0.0, 0
         try:
             for cls in fitted.classes:
                 normals = [torch.from_numpy(data_mod.load_image(s.path, cfg.image_size)).permute(2, 0, 1)
                            for s in fitted.shots[cls]]
                 normals = torch.stack(normals) if normals else torch.zeros(0, 3, cfg.image_size, cfg.image_size)
-                kw = {"class_name": cls} if name in ZERO_SHOT_BASELINES else {}
+                kw = class_kwargs(name, cls, ds.class_kind(cls), resolve_device(cfg.device))
                 model = build_baseline(name, extractor, **kw).fit(normals)
                 samples = ds.test(cls)
                 labels, gts, scores, maps = [], [], [], []

@@ -17,7 +17,7 @@ from .tables import get_results_dir
 
 # ----------------------------------------------------------------------------- labels and defaults
 METHOD_LABELS = {"anomalysd": "AnomalySD", "anomalysd-auto": "AnomalySD, automatic λ", "proto-knn": "Prototype kNN map", "patchcore": "PatchCore",
-                 "spade": "SPADE", "padim": "PaDiM", "winclip": "WinCLIP"}
+                 "spade": "SPADE", "padim": "PaDiM", "winclip": "WinCLIP", "anomalydino": "AnomalyDINO"}
 
 
 METRIC_LABELS = {"i_auroc": "i-AUROC", "i_aupr": "i-AUPR", "i_f1max": "i-F1max", "p_auroc": "p-AUROC",
