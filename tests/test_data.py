@@ -247,7 +247,7 @@ def test_visa_errors(tmp_path):
 
 # --------------------------------------------------------------------------- few-shot sampling
 
-def test_sample_shots_reproducible_nested_and_errors(tmp_path):
+def test_sample_shots_reproducible_disjoint_and_errors(tmp_path):
     ds = MVTecDataset(make_mvtec(tmp_path / "mv"))
     a = sample_shots(ds, ds.classes, 2, seed=3)
     b = sample_shots(ds, ds.classes, 2, seed=3)
@@ -257,11 +257,13 @@ def test_sample_shots_reproducible_nested_and_errors(tmp_path):
     assert len({s.path for s in a["bottle"]}) == 2
     # one class's draw does not depend on the other classes asked for
     assert shots_manifest(sample_shots(ds, ["carpet"], 2, 3))["carpet"] == shots_manifest(a)["carpet"]
-    # K-shot sets are prefixes of (K+1)-shot sets for the same seed
-    four = sample_shots(ds, None, 4, seed=3)
-    assert [s.path for s in four["bottle"][:2]] == [s.path for s in a["bottle"]]
-    draws = {tuple(shots_manifest(sample_shots(ds, ["bottle"], 2, s))["bottle"]) for s in range(8)}
-    assert len(draws) > 1
+    # AnomalyDINO's protocol: sorted pool, seed s takes [s*K, (s+1)*K): disjoint while it fits (6 images)
+    pool = sorted(s.relpath for s in ds.train("bottle"))
+    draws = [shots_manifest(sample_shots(ds, ["bottle"], 2, s))["bottle"] for s in range(3)]
+    assert draws == [pool[0:2], pool[2:4], pool[4:6]]
+    assert shots_manifest(sample_shots(ds, ["bottle"], 4, 1))["bottle"] == pool[4:6] + pool[0:2]  # wraps
+    with pytest.raises(DataError, match="seed"):
+        sample_shots(ds, None, 1, -2)
     assert sample_shots(ds, ds.classes, 0, 0) == {"bottle": [], "carpet": []}
     with pytest.raises(DataError) as e:
         sample_shots(ds, ["carpet"], 7, 0)

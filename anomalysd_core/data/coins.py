@@ -1,7 +1,14 @@
-"""The object class of the mini benchmark (coins): one crop centred on each coin of
+"""The object class of the mini benchmark (coins): crops centred on the coins of
 ``skimage.data.coins()``, shots and test images from different coins, defects on the coin only.
 
-The source has 24 coins, so the build can hold at most 24 images of this class.
+The source has only 24 coins, fewer than the other classes' images, and the build uses what it
+has: in the test build, 12 coins are the training pool (enough for three disjoint 4-shot draws)
+and the other 12 the test coins. Each test coin is shown four times, once at each quarter turn
+(``np.rot90``): two of the turns as normal images and the other two with a defect, drawn per
+coin, so that across the class every turn is as often normal as defective and the pose tells
+nothing about the label. The 48 test images are therefore views of 12 coins, not 48 independent
+objects; the build records that in ``meta.json`` (``mini.test_overlap``). Training coins are shown at a random
+quarter turn as well.
 """
 from __future__ import annotations
 
@@ -91,58 +98,71 @@ def coin_region(coin_id: int, box, size: int, erode: bool = True) -> np.ndarray:
 
 
 def coin_ids(rng, n_coins: int, counts) -> dict:
-    """Coin ids of the train, normal-test and defective-test images (one coin per image)."""
-    need = counts["train"] + counts["test_good"] + counts["test_bad"]
-    if n_coins < need:
-        raise DataError(f"coins: found {n_coins} coins, need {need} (one per image)")
+    """Coin ids of the training pool and of the test images: half the coins (at most
+    ``counts["train"]``) for training, the rest for testing; ``views`` (coin, turn) pairs for the
+    normal and the defective test images (``test_views``)."""
     order = [int(i) for i in rng.permutation(n_coins)]
-    return {"train": order[:counts["train"]],
-            "good": order[counts["train"]:counts["train"] + counts["test_good"]],
-            "bad": order[counts["train"] + counts["test_good"]:need]}
+    n_train = min(counts["train"], n_coins // 2)
+    if n_coins - n_train < 1:
+        raise DataError(f"coins: found {n_coins} coins, too few for a training pool and a test set")
+    return {"train": order[:n_train], **test_views(rng, order[n_train:], counts)}
 
 
-def val_coin_ids(rng, n_coins: int, counts, test_ids: dict) -> dict:
-    """The validation build's coins: the test build's training coins (the shots), and test images
-    only from the coins the test build leaves unused: normal ones first, then defects painted on
-    the rest of them (on the same ones when too few are left). No test image shows a shot's coin,
-    as in the test build."""
-    spare = [i for i in range(n_coins) if i not in test_ids["good"] + test_ids["bad"] + test_ids["train"]]
-    if not spare:
-        raise DataError("coins: no coin is left over for the validation build")
-    good = spare[:counts["test_good"]]
-    rest = spare[len(good):] or spare
-    n = counts["test_bad"]
-    bad = [rest[int(i)] for i in rng.choice(len(rest), size=n, replace=len(rest) < n)]
-    return {"train": list(test_ids["train"]), "good": good, "bad": bad}
+def test_views(rng, coins: list[int], counts) -> dict:
+    """(coin, quarter turns) of the normal (``good``) and defective (``bad``) test images: coin
+    after coin, each coin's four turns in a random order, the first half of a coin's turns for
+    normal images and the second half for defective ones, so that turns are balanced across the
+    labels. With more images than ``4 * len(coins) / 2`` per label, the turns repeat."""
+    turns = {c: [int(t) for t in rng.permutation(4)] for c in coins}
+    n = len(coins)
+    good = [(coins[i % n], turns[coins[i % n]][(i // n) % 2]) for i in range(counts["test_good"])]
+    bad = [(coins[i % n], turns[coins[i % n]][2 + (i // n) % 2]) for i in range(counts["test_bad"])]
+    return {"good": good, "bad": bad}
+
+
+def val_coin_ids(rng, counts, test_ids: dict) -> dict:
+    """The validation build's coins: only the test build's training coins, none of its test
+    coins. Half of them (at most ``counts["train"]``) are the validation shots, the others its test
+    coins, shown at quarter turns as in the test build."""
+    pool = list(test_ids["train"])
+    if len(pool) < 2:
+        raise DataError("coins: too few training coins in the test build for a validation build")
+    n_train = min(counts["train"], len(pool) // 2)
+    return {"train": pool[:n_train], **test_views(rng, pool[n_train:], counts)}
 
 
 def build_coins(cls, root: Path, size, seed, counts, rng, split="test", base=None):
+    """The coin images of one build (``split`` "test" or "val"); returns their manifest rows."""
     coins = find_coins()
-    if split == "val":  # ``base``: the counts of the test build whose coins are avoided
-        test_ids = coin_ids(class_rng(MINI_SEED, cls), len(coins), base or counts)
-        ids = val_coin_ids(rng, len(coins), counts, test_ids)
+    if split == "val":  # ``base``: the counts of the test build whose test coins are avoided
+        ids = val_coin_ids(rng, counts, coin_ids(class_rng(MINI_SEED, cls), len(coins), base or counts))
     else:
         ids = coin_ids(rng, len(coins), counts)
     shape = coins[0][0].shape
     rows = []
 
-    def row(split, label, defect, file, cid, b, mask_file="", area=0.0, detail=""):
+    def row(split, label, defect, file, cid, turn, b, mask_file="", area=0.0, detail=""):
         return dict(cls=cls, kind="object", split=split, label=label, defect=defect, file=file,
                     mask_file=mask_file, source="skimage.data.coins()", source_item=f"coin_{cid:02d}",
-                    region=f"centred on coin {cid}", crop_box=",".join(map(str, b)), size=size,
-                    seed=seed, defect_area=round(float(area), 5), detail=detail, probability="")
+                    region=f"centred on coin {cid}", crop_box=",".join(map(str, b)), rotation=90 * turn,
+                    size=size, seed=seed, defect_area=round(float(area), 5), detail=detail, probability="")
 
-    for part, key, folder in (("train", "train", "train/good"), ("test", "good", "test/good")):
-        for i, cid in enumerate(ids[key]):
-            b = coin_box(coins[cid][1], shape)
-            f = f"{cls}/{folder}/{i:03d}.png"
-            save_png(root / f, clean_crop(cls, b, size))
-            rows.append(row(part, 0, "good", f, cid, b))
-    index: dict[str, int] = {}  # images written per defect type
-    for defect, cid in zip(defect_plan(rng, OBJECT_DEFECTS, counts["test_bad"]), ids["bad"]):
+    def view(cid, turn):
         b = coin_box(coins[cid][1], shape)
-        clean = clean_crop(cls, b, size)
-        out, mask, detail = make_defect(clean, defect, rng, allowed=coin_region(cid, b, size))
+        return b, np.ascontiguousarray(np.rot90(clean_crop(cls, b, size), turn)), \
+            np.ascontiguousarray(np.rot90(coin_region(cid, b, size), turn))
+
+    train = [(cid, int(rng.integers(4))) for cid in ids["train"]]
+    for part, views, folder in (("train", train, "train/good"), ("test", ids["good"], "test/good")):
+        for i, (cid, turn) in enumerate(views):
+            b, img, _ = view(cid, turn)
+            f = f"{cls}/{folder}/{i:03d}.png"
+            save_png(root / f, img)
+            rows.append(row(part, 0, "good", f, cid, turn, b))
+    index: dict[str, int] = {}  # images written per defect type
+    for defect, (cid, turn) in zip(defect_plan(rng, OBJECT_DEFECTS, counts["test_bad"]), ids["bad"]):
+        b, clean, allowed = view(cid, turn)
+        out, mask, detail = make_defect(clean, defect, rng, allowed=allowed)
         f, mf = save_defective(root, cls, defect, index, out, mask)
-        rows.append(row("test", 1, defect, f, cid, b, mf, mask.mean(), detail))
+        rows.append(row("test", 1, defect, f, cid, turn, b, mf, mask.mean(), detail))
     return rows

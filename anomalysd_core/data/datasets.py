@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -439,17 +438,31 @@ def open_dataset(kind: str, root):
 
 # --------------------------------------------------------------------------- few-shot sampling
 
-def _class_rng(seed: int, cls: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(cls.encode())]))
+#: How ``sample_shots`` draws the K-shot sets; recorded in each mini build's ``meta.json``.
+SHOT_PROTOCOL = ("AnomalyDINO's: the training images sorted by file name, seed s takes images "
+                 "s*K .. (s+1)*K - 1 (cyclically past the end), so the seeds' shot sets are disjoint "
+                 "while (s+1)*K <= the pool")
+
+
+def shot_indices(n: int, k: int, seed: int) -> list[int]:
+    """Indices into a sorted pool of ``n`` images of seed ``seed``'s ``k`` shots (``SHOT_PROTOCOL``).
+
+    >>> shot_indices(16, 4, 0), shot_indices(16, 4, 2), shot_indices(16, 1, 3), shot_indices(5, 2, 2)
+    ([0, 1, 2, 3], [8, 9, 10, 11], [3], [4, 0])
+    """
+    return [(int(seed) * k + j) % n for j in range(k)]
 
 
 def sample_shots(ds, classes=None, k: int = 1, seed: int = 0) -> dict[str, list[Sample]]:
     """K normal training images per class, for all ``classes`` at once (multi-class setting).
 
-    Draws come from ``numpy.random.default_rng`` seeded with ``(seed, crc32(class name))``, so a
-    class's shots do not depend on which other classes are asked for, and for a fixed seed the
-    K-shot set is a prefix of the (K+1)-shot set (one permutation, truncated). K=0 gives empty
-    lists; K larger than the pool raises :class:`DataError` naming the class and the count.
+    The protocol of AnomalyDINO (Damm et al., 2025; ``SHOT_PROTOCOL``): each class's pool sorted
+    by file name, seed s takes the K images from s*K on, so different seeds draw disjoint shot
+    sets as long as the pool has (s+1)*K images, a seed's spread measures different shots, and a
+    class's shots do not depend on which other classes are asked for. Past the end of the pool
+    the indices wrap around (the sets then overlap, but still differ while K < the pool). K=0
+    gives empty lists; K larger than the pool raises :class:`DataError` naming the class. Which
+    images a seed takes is ``shot_indices`` (with runnable examples).
     """
     if classes is None:
         classes = ds.classes
@@ -457,14 +470,15 @@ def sample_shots(ds, classes=None, k: int = 1, seed: int = 0) -> dict[str, list[
         classes = [classes]
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0:
         raise DataError(f"number of shots must be a non-negative integer, got {k!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise DataError(f"seed must be a non-negative integer, got {seed!r}")
     out: dict[str, list[Sample]] = {}
     for cls in classes:
-        pool = ds.train(cls)
+        pool = sorted(ds.train(cls), key=lambda s: s.path)
         if k > len(pool):
             raise DataError(f"class {cls!r} has only {len(pool)} normal training images, "
                             f"cannot draw k={k} shots")
-        order = _class_rng(seed, cls).permutation(len(pool))
-        out[cls] = [pool[i] for i in order[:k]]
+        out[cls] = [pool[i] for i in shot_indices(len(pool), int(k), int(seed))] if k else []
     return out
 
 
@@ -489,6 +503,6 @@ def shots_manifest(shots: dict[str, list[Sample]]) -> dict[str, list[str]]:
 
 __all__ = [
     "DataError", "Sample", "load_image", "load_mask", "load_sample", "image_size",
-    "MVTecDataset", "VisADataset", "open_dataset", "sample_shots", "shots_manifest",
+    "MVTecDataset", "VisADataset", "open_dataset", "sample_shots", "shot_indices", "SHOT_PROTOCOL", "shots_manifest",
     "class_kind", "IMAGE_EXTENSIONS", "MVTEC_TEXTURES", "MINI_TEXTURES",
 ]

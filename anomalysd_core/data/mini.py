@@ -36,10 +36,22 @@ solar_poly     texture  ``elpv-dataset`` poly-crystalline cells (CC BY-NC-SA)  r
   :meth:`~anomalysd_core.data.datasets.MVTecDataset.has_pixel_masks` is False and pixel metrics (pixel
   AUROC, PRO) skip them; image metrics include them.
 
-Profiles: ``mini`` has six classes, 4 training normals and 16 test images (8 normal, 8
-anomalous) per class (sized for the CPU budget of the full mini regeneration); ``smoke`` (CI) has
-three classes (brick, coins, solar_mono), 2 training normals and 6 test images (3 + 3). Every random choice comes from ``np.random.default_rng``
-seeded with ``(seed, crc32(class))``: the same seed gives byte-identical PNGs.
+Profiles: ``mini`` (build version 4) has six classes, a pool of 16 training normals per class
+(12 for coins, which has only 24 coins) and 48 test images (24 normal, 24 anomalous) per class;
+``smoke`` (CI) has three classes (brick, coins, solar_mono), 2 training normals and 6 test images
+(3 + 3). K-shot sets are drawn by ``datasets.SHOT_PROTOCOL`` (AnomalyDINO's): with 16 (12)
+images, the three seeds' shots are disjoint for every K up to 4 (5 for the textures and cells),
+so a spread over seeds is a spread over shot draws. Every random choice comes from
+``np.random.default_rng`` seeded with ``(seed, crc32(class))``: the same seed gives
+byte-identical PNGs.
+
+How independent the test images are, recorded per class as ``test_overlap`` in ``meta.json``:
+the solar cells are all different cells (none seen twice); the 48 coin images are four views of
+each of 12 coins (``coins.py``); the texture crops, 48 of 160 px on an even 4 x 12 grid over a
+256 x 512 half of one photo, are 32 px apart, so nearly every pixel of a crop appears in another
+crop and neighbours share 80 % of their pixels. Only the solar classes' 48 images are 48
+independent samples; the bootstrap intervals of the book treat every image as one, and are
+therefore too narrow for the textures and coins.
 
 Output: ``<out>/<class>/{train/good, test/<defect>, ground_truth/<defect>}``, ``<class>/meta.json``
 (kind, source, licence), ``manifest.csv`` (one row per image), ``samples.png`` (a normal test image,
@@ -62,15 +74,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..utils import atomic_path, write_csv_atomic, write_json_atomic
 from .coins import build_coins
-from .datasets import DataError
+from .datasets import SHOT_PROTOCOL, DataError
 from .solar import build_solar
 from .sources import CLASS_INFO, MINI_SEED, class_rng
-from .textures import build_texture
+from .textures import build_texture, test_overlap as crop_overlap
 
 MARKER = "build_complete.json"
 
 
-BUILD_VERSION = 3  # 3: the validation split (the test build is unchanged)
+BUILD_VERSION = 4  # 3: the validation split; 4: 16 training normals and 48 test images per class,
+#                    texture crops on an even grid, coins at quarter turns (issue 27)
 
 
 VAL_SEED = 1             # the validation build (``split="val"``) that settings are chosen on
@@ -81,7 +94,7 @@ VAL_SUFFIX = "-val"      # ``ensure_mini`` builds the validation split into a fo
 
 PROFILES = {
     "mini": dict(classes=("brick", "grass", "gravel", "coins", "solar_mono", "solar_poly"),
-                 train=4, test_good=8, test_bad=8),
+                 train=16, test_good=24, test_bad=24),
     "smoke": dict(classes=("brick", "coins", "solar_mono"), train=2, test_good=3, test_bad=3),
 }
 
@@ -114,8 +127,23 @@ def _samples_png(root: Path, rows: list[dict], classes, size: int) -> None:
 
 
 MANIFEST_COLUMNS = ["cls", "kind", "split", "label", "defect", "file", "mask_file", "source",
-                    "source_item", "region", "crop_box", "size", "seed", "defect_area", "detail",
-                    "probability"]
+                    "source_item", "region", "crop_box", "rotation", "size", "seed", "defect_area",
+                    "detail", "probability"]
+
+
+def test_overlap(rows: list[dict]) -> dict:
+    """How independent one class's test images are. Texture crops: ``textures.test_overlap`` of
+    their boxes (the share of each crop's pixels that another test crop shows, and the largest
+    share with one other crop). Coins and solar cells: ``items`` (distinct coins or cells) and
+    ``seen_in_another``, the share of test images whose coin or cell another test image shows
+    too (0 for the cells: each is a different cell)."""
+    test = [r for r in rows if r["split"] == "test"]
+    if test and not test[0]["source_item"]:  # texture crops of one photo
+        return {"method": "pixels of each test crop shown by another test crop",
+                **crop_overlap([tuple(int(v) for v in r["crop_box"].split(",")) for r in test])}
+    items = [r["source_item"] for r in test]
+    return {"method": "test images whose coin or cell another test image shows", "items": len(set(items)),
+            "images": len(items), "seen_in_another": round(sum(items.count(i) > 1 for i in items) / max(len(items), 1), 3)}
 
 
 def _is_mini_build(path: Path) -> bool:
@@ -183,12 +211,14 @@ def build_mini(out_dir, size: int = 128, seed: int = 0, profile: str = "mini", s
                 "kind": info["kind"], "source": info["source"], "licence": info["licence"],
                 "pixel_masks": not cls.startswith("solar_"),
                 "defects": sorted({r["defect"] for r in new if r["label"]}),
+                "test_overlap": test_overlap(new),
+                "shot_protocol": SHOT_PROTOCOL,
                 "split": split,
                 "train_test_split": (
                     ("different coins" if cls == "coins" else "different cells"
                      if cls.startswith("solar_") else "train crops from rows 0-255, test crops from rows 256-511")
                     if split == "test" else
-                    ("training coins of the test build; test images from the coins it does not use"
+                    ("half of the test build's training coins as shots, the other half as test coins"
                      if cls == "coins" else "cells unused by the test build" if cls.startswith("solar_")
                      else "train crops from rows 0-255 and columns 0-255, test crops from rows 0-255 and "
                      "columns 256-511" if holdout else "train and test crops both from rows 0-255 (may overlap)")),
