@@ -70,6 +70,9 @@ class Config:
     # --- runtime ---
     device: str = "auto"              # "auto", "cpu", "cuda"
     dtype: str = "float32"            # "auto": bfloat16 or float16 on a GPU, float32 on a CPU (utils.resolve_dtype)
+    autocast: str = "none"            # the inpainting engine's convolutions and matmuls under torch.autocast in this
+                                      # dtype, the weights and everything else in ``dtype`` ("none": off; mini:
+                                      # "bfloat16", 1.4x on a CPU, maps within 0.02; models.Components.mixed_precision)
     out_dir: str = "runs"
 
     @property
@@ -163,6 +166,7 @@ CHOICES: dict[str, tuple] = {
     "mask_variant": ("full", "ms", "ms+proto"),
     "proto_floor": ("none", "shots"),                                         # prototypes.shot_floor
     "dtype": ("auto", "float32", "float16", "bfloat16"),
+    "autocast": ("none", "bfloat16"),
     "compile": ("none", "auto", "default", "reduce-overhead", "max-autotune"),  # utils.resolve_compile
 }
 #: (field, lower bound, upper bound or None, lower bound excluded)
@@ -191,12 +195,14 @@ PROFILES: dict[str, dict] = {
     # with that floor S_pg weighs 0.9 in eq 21 instead of 0.1 (benchmarks/fusion_alpha_validation.py on
     # the three times larger build data/mini-x3-val); the image score is the mean of S_map's top 2 %
     # instead of its max (benchmarks/image_score_validation.py, the same build)
+    # mini's engine computes its convolutions in bfloat16 (autocast; benchmarks/inference_speed.py
+    # --precision measures speed and the maps' difference; the fine-tune stays float32)
     "mini": dict(profile="mini", lr=5e-4, lr_schedule="cosine", distance="pixel", blur_sigma_512=8.0,
-                 proto_floor="shots", alpha=0.9, image_score_top=0.02),
+                 proto_floor="shots", alpha=0.9, image_score_top=0.02, autocast="bfloat16"),
     "smoke": dict(
         profile="smoke", data_root="data/smoke", image_size=32, unet_steps=4, decoder_steps=2,
         lr=5e-4, lr_schedule="cosine", distance="pixel",
-        batch_size=4, num_inference_steps=4, noise_strength=0.5, grid_scales=(1, 2, 4),
+        batch_size=4, num_inference_steps=4, noise_strength=0.5, grid_scales=(1, 2, 4), autocast="bfloat16",
     ),
 }
 

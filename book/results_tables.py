@@ -250,6 +250,11 @@ else:
     t1_gaps = missing("table1")
     glue("t1_gap_text", not_yet("table1"))
 glue("table1_gaps", html_table(t1_gaps), display=False)
+t1_half_shots, t1_half = summaries.table1_halfwidth(t1_scores) if t1_scores is not None else (None, float("nan"))
+glue("t1_halfwidth", f"±{t1_half:.1f}" if t1_half == t1_half else "n/a")
+pc = t1_gaps[t1_gaps["method"] == summaries.method_label("patchcore")] if "method" in t1_gaps else t1_gaps.iloc[:0]
+glue("t1_patchcore_interval", (f"{pc['difference'].iloc[0]} {pc['95% interval'].iloc[0]}, half-width "
+                               f"{pc['half-width'].iloc[0]}") if len(pc) else "n/a")
 t1_beside
 
 # %% [markdown]
@@ -272,6 +277,8 @@ for n in (3, 4, 5):
     scores = tables.load_scores(name, profile, rdir)
     gaps = summaries.ablation_gaps(name, scores) if df is not None and scores is not None else missing(name)
     glue(f"{name}_gaps", html_table(gaps), display=False)
+    glue(f"{name}_margins", prose.margin_sentence(gaps, "setting", t1_half, t1_half_shots)
+         if df is not None and scores is not None else not_yet(name))
 meta = sorted(set(ablation_meta))
 glue("ablation_shots", ", ".join(str(k) for k, _ in meta) if meta else "n/a")
 glue("ablation_seed", ", ".join(str(s) for _, s in meta) if meta else "n/a")
@@ -286,10 +293,14 @@ if ns is not None:
     glue("noise_per_class", html_table(summaries.noise_per_class(ns)), display=False)
     n_sent = prose.noise_sentences(ns, profile, get_config(profile).noise_strength)
     ns_scores = tables.load_scores("noise_sweep", profile, rdir)
-    glue("noise_gaps", html_table(summaries.noise_gaps(ns_scores, get_config(profile).noise_strength)
-                                  if ns_scores is not None else missing("noise_sweep")), display=False)
+    n_gaps = (summaries.noise_gaps(ns_scores, get_config(profile).noise_strength)
+              if ns_scores is not None else missing("noise_sweep"))
+    glue("noise_gaps", html_table(n_gaps), display=False)
+    glue("noise_margins", prose.margin_sentence(n_gaps, "setting", t1_half, t1_half_shots)
+         if ns_scores is not None else not_yet("noise_sweep"))
 else:
     glue("noise_gaps", html_table(missing("noise_sweep")), display=False)
+    glue("noise_margins", not_yet("noise_sweep"))
     glue("noise_table", html_table(missing("noise_sweep")), display=False)
     glue("noise_per_class", html_table(missing("noise_sweep")), display=False)
     n_sent = {}

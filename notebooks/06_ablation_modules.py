@@ -112,6 +112,8 @@ display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 # %%
 gaps = summaries.ablation_gaps("table3", tables.load_scores("table3", profile, rdir))
 display(html_table(gaps))
+t1_shots, t1_half = summaries.table1_halfwidth(tables.load_scores("table1", profile, rdir))
+glue("t3_margins", prose.margin_sentence(gaps, "setting", t1_half, t1_shots), display=False)
 
 # %% [markdown]
 # Computed from the tables above:
@@ -119,6 +121,7 @@ display(html_table(gaps))
 # - {glue:text}`t3_best_i_auroc`
 # - {glue:text}`t3_best_p_auroc`
 # - {glue:text}`t3_spread`
+# - {glue:text}`t3_margins`
 #
 # ## 3. Per class
 

@@ -121,6 +121,8 @@ display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 # %%
 gaps = summaries.ablation_gaps("table4", tables.load_scores("table4", profile, rdir))
 display(html_table(gaps))
+t1_shots, t1_half = summaries.table1_halfwidth(tables.load_scores("table1", profile, rdir))
+glue("t4_margins", prose.margin_sentence(gaps, "setting", t1_half, t1_shots), display=False)
 
 # %% [markdown]
 # Computed from the tables above (the two rows of the full method are one run, so they tie):
@@ -128,6 +130,7 @@ display(html_table(gaps))
 # - {glue:text}`t4_best_i_auroc`
 # - {glue:text}`t4_best_p_auroc`
 # - {glue:text}`t4_spread`
+# - {glue:text}`t4_margins`
 #
 # On the mini benchmark five of the six classes are textures, whose foreground is the whole image.
 # For them a rectangle's IoU with the foreground is just its area fraction, so the "designed" filter

@@ -119,6 +119,8 @@ display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 # %%
 gaps = summaries.ablation_gaps("table5", tables.load_scores("table5", profile, rdir))
 display(html_table(gaps))
+t1_shots, t1_half = summaries.table1_halfwidth(tables.load_scores("table1", profile, rdir))
+glue("t5_margins", prose.margin_sentence(gaps, "setting", t1_half, t1_shots), display=False)
 
 # %% [markdown]
 # Computed from the tables above:
@@ -126,6 +128,7 @@ display(html_table(gaps))
 # - {glue:text}`t5_best_i_auroc`
 # - {glue:text}`t5_best_p_auroc`
 # - {glue:text}`t5_spread`
+# - {glue:text}`t5_margins`
 #
 # For reference, the prototype error map used alone (no inpainting) reaches an image AUROC of
 # {glue:text}`t5_knn_i` and a pixel AUROC of {glue:text}`t5_knn_p` on the same images.

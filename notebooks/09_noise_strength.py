@@ -174,7 +174,13 @@ display(Markdown("\n\n".join(f"- {v}" for v in sent.values())))
 # benchmark's resolution and not a way to choose:
 
 # %%
-display(html_table(summaries.noise_gaps(tables.load_scores("noise_sweep", profile, rdir), cfg.noise_strength)))
+noise_gaps = summaries.noise_gaps(tables.load_scores("noise_sweep", profile, rdir), cfg.noise_strength)
+display(html_table(noise_gaps))
+t1_shots, t1_half = summaries.table1_halfwidth(tables.load_scores("table1", profile, rdir))
+glue("noise_margins", prose.margin_sentence(noise_gaps, "setting", t1_half, t1_shots), display=False)
+
+# %% [markdown]
+# {glue:text}`noise_margins`
 
 # %% [markdown]
 # The paper gives no numbers to compare with: it reports only the qualitative Fig. 4 and the

@@ -26,7 +26,7 @@ from scipy.ndimage import gaussian_filter
 
 from . import masks as masks_mod
 from . import prototypes
-from .inpaint import decode, denoise
+from .inpaint import decode, denoise, encode_masked
 from .prompts import prompt_set
 
 EPS = 1e-8
@@ -155,6 +155,7 @@ class AnomalySD:
         self._ctx: dict[str, torch.Tensor] = {}
         self.strengths: dict[str, float] = {}  # lambda per class, once known
         self.chooser = None  # cls -> lambda, for noise_strength="auto" (set by evaluate.fit)
+        self.encodes = None  # an inpaint.EncodeCache shared between settings (set by evaluate.fit)
         g, self.index = masks_mod.grid_masks(cfg.image_size, cfg.grid_scales)
         self.grid = g.float()
         self.grid_np = g[:, 0].numpy().astype(np.float32)
@@ -226,7 +227,15 @@ class AnomalySD:
         todo = masks if grid_latents is None else masks[n:]
         lam = self.strength(cls) if strength is None else float(strength)
         args = (self.context(cls), lam, self.cfg.num_inference_steps)
-        z = denoise(self.comp, x, todo, *args, seed=seed, batch=self.cfg.infer_batch) if len(todo) else None
+        encoded = None
+        if self.encodes is not None and len(todo):  # the grid's encodes from the shared cache
+            z_x, zo = self.encodes.encode(self.comp, x, self.grid)
+            parts = [zo] if grid_latents is None else []
+            if pmask is not None:  # M^(p) is new for every shot set: encoded on its own, always
+                parts.append(encode_masked(self.comp, x, masks[n:])[1])
+            encoded = (z_x, torch.cat(parts))
+        z = denoise(self.comp, x, todo, *args, seed=seed, batch=self.cfg.infer_batch,
+                    encoded=encoded) if len(todo) else None
         if grid_latents is not None:
             g = grid_latents.to(self.comp.device, self.comp.dtype)
             z = g if z is None else torch.cat([g, z])

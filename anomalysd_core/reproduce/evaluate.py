@@ -25,12 +25,13 @@ from tqdm.auto import tqdm
 from ..data import datasets as data_mod
 from ..method.baselines import BLUR_SIGMA_512
 from ..method.finetune import FINETUNE_KEYS, finetune
+from ..method.inpaint import EncodeCache
 from ..method.metrics import image_metrics, pixel_metrics
 from ..method.scoring import AnomalySD, Intermediates, blur
 from ..utils import Timer, provenance, resolve_device, seed_everything, write_csv_atomic, write_json_atomic
 
 INFER_KEYS = ["num_inference_steps", "noise_strength", "noise_strength_per_class", "grid_scales",
-              "prompt_design", "distance", "backbone", "image_size", "dtype", "proto_floor"]
+              "prompt_design", "distance", "backbone", "image_size", "dtype", "autocast", "proto_floor"]
 # lambda is a per-class folder level of the caches (``lambda-<value>``), not part of their hash:
 # a class scored at lambda 0.4 is the same work whether 0.4 was set, set for that class or chosen
 # by noise_strength="auto"
@@ -134,11 +135,17 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
         if info["reused"] or info["adopted"]:  # the in-memory comp lacks (some) tuned parts: load them
             comp = load_components(cfg, device, unet_path=info.get("unet"), vae_path=info.get("vae"))
     det = AnomalySD(cfg, comp, backbone, distance, n_images=sum(len(ds.test(c)) for c in classes))
+    det.encodes = EncodeCache(encode_dir(cfg), det.comp)  # the grid's VAE encodes, shared by settings
     with timer.stage("prototypes"):
         det.set_shots(images)
     if cfg.auto_strength:
         det.chooser = lambda cls: choose_strength(cfg, det, cls, images[cls], ds.class_kind(cls), timer)
     return Fitted(cfg, ds, classes, shots, det, run_dir, fit_hash(cfg), timer, info)
+
+
+def encode_dir(cfg) -> Path:
+    """Folder of the shared VAE encodes of the test images (``inpaint.EncodeCache``)."""
+    return Path(cfg.out_dir) / cfg.profile / "encodes"
 
 
 def auto_dir(cfg) -> Path:

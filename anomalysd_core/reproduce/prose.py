@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from .paper_numbers import PAPER_ABLATIONS, paper_table1
-from .summaries import (MEMORY_BANKS, METHOD_LABELS, fmt, mean_std, method_label, noise_per_class,
-                        noise_table, same_draw_shots)
+from .summaries import (MEMORY_BANKS, METHOD_LABELS, disjoint_draw_shots, fmt, mean_std, method_label,
+                        noise_per_class, noise_table, same_draw_shots)
 
 
 def robustness_sentences(df: pd.DataFrame, profile: str = "mini") -> dict:
@@ -57,6 +57,24 @@ def gap_sentence(gaps: pd.DataFrame, key: str, ref_label: str) -> str:
         out.append("clearly different: " + "; ".join(sure) + ".")
     if unsure:
         out.append("not distinguishable from 0 on these images: " + "; ".join(unsure) + ".")
+    return " ".join(out)
+
+
+def margin_sentence(gaps: pd.DataFrame, key: str, halfwidth: float, shots: int | None = None) -> str:
+    """Which of a ``gap_table``'s differences are larger than ``halfwidth``, the half-width of the
+    95% interval of a Table 1 difference on this build (``summaries.table1_halfwidth``), and which
+    are within it, as one sentence."""
+    if not len(gaps):
+        return "No per-image scores: the differences were not bootstrapped."
+    if not np.isfinite(halfwidth):
+        return "Table 1 has not been run, so its interval's half-width is not known yet."
+    big = [f"{r[key]} ({r['difference']})" for _, r in gaps.iterrows() if abs(float(r["difference"])) > halfwidth]
+    small = [f"{r[key]} ({r['difference']})" for _, r in gaps.iterrows() if abs(float(r["difference"])) <= halfwidth]
+    at = f" at {_shots(shots)}" if shots else ""
+    out = [f"A Table 1 difference{at} is known to about ±{halfwidth:.1f} points of image AUROC on this build."]
+    out.append(("Larger than that: " + "; ".join(big) + ".") if big else "No margin here is larger than that.")
+    if small:
+        out.append("Within it: " + "; ".join(small) + ".")
     return " ".join(out)
 
 
@@ -129,7 +147,10 @@ def table1_sentences(df: pd.DataFrame, profile: str = "mini") -> dict:
                              f"the spread there comes from AnomalySD's noise draw "
                              f"alone, and the feature baselines have none.")
     else:
-        out["same_draws"] = "Every seed drew different normal images at every shot count run."
+        apart = disjoint_draw_shots(df.attrs.get("runs", []))
+        out["same_draws"] = "Every seed drew different normal images at every shot count run" + (
+            f"; at {', '.join(map(str, apart))} shot(s) no two seeds share a single image (AnomalyDINO's "
+            "protocol), so the spread over seeds is a spread over shot draws." if apart else ".")
     return out
 
 

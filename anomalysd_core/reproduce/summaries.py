@@ -117,11 +117,12 @@ def gap_table(scores: pd.DataFrame | None, key: str, ref: str, n: int = 1000, la
     ``setting``). ``metrics.bootstrap_gain`` draws the test images of each class again (paired:
     the same draw for every value and seed). Columns: the compared value (labelled with
     ``labels``, default ``METHOD_LABELS``), ``difference`` (points of class-mean image AUROC,
-    averaged over the seeds), ``bootstrap sd``, ``95% interval``, ``seeds``, and ``sure`` ("yes"
-    when the interval leaves out 0). Empty when there are no scores."""
+    averaged over the seeds), ``bootstrap sd``, ``95% interval``, ``half-width`` (half the
+    interval's length), ``seeds``, and ``sure`` ("yes" when the interval leaves out 0). Empty when
+    there are no scores."""
     from ..method.metrics import bootstrap_gain
 
-    cols = [key, "difference", "bootstrap sd", "95% interval", "seeds", "sure"]
+    cols = [key, "difference", "bootstrap sd", "95% interval", "half-width", "seeds", "sure"]
     if scores is None or not len(scores):
         return pd.DataFrame(columns=cols)
     d = scores
@@ -140,6 +141,7 @@ def gap_table(scores: pd.DataFrame | None, key: str, ref: str, n: int = 1000, la
                          "difference": [f"{g * 100:+.1f}" for g in b["gain"]],
                          "bootstrap sd": [fmt(x * 100) for x in b["sd"]],
                          "95% interval": [f"[{lo * 100:+.1f}, {hi * 100:+.1f}]" for lo, hi in zip(b["lo"], b["hi"])],
+                         "half-width": [f"{(hi - lo) * 50:.1f}" for lo, hi in zip(b["lo"], b["hi"])],
                          "seeds": len(seeds),
                          "sure": ["yes" if lo > 0 or hi < 0 else "no" for lo, hi in zip(b["lo"], b["hi"])]},
                         columns=cols).reset_index(drop=True)
@@ -152,6 +154,17 @@ def table1_gaps(scores: pd.DataFrame | None, n: int = 1000) -> tuple[int | None,
         return None, gap_table(None, "method", "anomalysd")
     shots = 1 if 1 in set(scores["shots"]) else int(scores["shots"].max())
     return shots, gap_table(scores, "method", "anomalysd", n, shots=shots)
+
+
+def table1_halfwidth(scores: pd.DataFrame | None, n: int = 1000) -> tuple[int | None, float]:
+    """How well this build resolves a Table 1 difference: ``(shots, half-width)``, the mean over
+    the methods of the half-width (points of image AUROC) of the 95% bootstrap interval of their
+    difference to AnomalySD at 1 shot (``table1_gaps``); ``(None, nan)`` without scores. A margin
+    smaller than this is one the test images cannot tell from zero."""
+    shots, gaps = table1_gaps(scores, n)
+    if not len(gaps):
+        return None, float("nan")
+    return shots, float(np.mean([float(h) for h in gaps["half-width"]]))
 
 
 #: What each ablation's settings are compared with (the full method) and the rows left out:
@@ -275,6 +288,23 @@ def same_draw_shots(runs: list) -> list[int]:
             files = {c: sorted(v) for c, v in r["shot_files"].items()}  # the same set, in any order
             by_k.setdefault(int(r["shots"]), []).append(json.dumps(files, sort_keys=True))
     return sorted(k for k, v in by_k.items() if len(v) > 1 and len(set(v)) == 1)
+
+
+def disjoint_draw_shots(runs: list) -> list[int]:
+    """Shot counts > 0 at which more than one seed was run and no two seeds' shots share an image
+    in any class (``datasets.SHOT_PROTOCOL`` makes them so while the pool is large enough)."""
+    by_k: dict[int, dict] = {}
+    for r in runs or []:
+        if r.get("shots") and r.get("shot_files") is not None:
+            by_k.setdefault(int(r["shots"]), {})[r.get("seed")] = r["shot_files"]
+    out = []
+    for k, seeds in by_k.items():
+        draws = list(seeds.values())
+        classes = set().union(*(d.keys() for d in draws))
+        if len(draws) > 1 and all(len(set().union(*(d.get(c, []) for d in draws))) ==
+                                  sum(len(d.get(c, [])) for d in draws) for c in classes):
+            out.append(k)
+    return sorted(out)
 
 
 def _delta(x) -> str:
