@@ -27,7 +27,7 @@
    highest of these calibration scores: an image scores above every relit normal seen from the
    others, so "anomalous" means "less normal than any normal looked". The rule is conservative:
    a bank of K - 1 normals makes a normal look less normal than a bank of K does at test time.
-   On the mini validation build (4 normals per class, 6 classes;
+   On the mini validation build of build version 3 (4 normals per class, 6 classes;
    ``benchmarks/own_threshold_validation.py``) it flagged 4-8 % of the normal test images and
    23-48 % of the anomalous ones (PatchCore 23 %, PaDiM 44 %, prototype kNN 48 %); adding flips and
    quarter turns raised the threshold (0-2 % and 15-46 %). With one normal there is no other to

@@ -163,8 +163,32 @@ def package_versions() -> dict:
     return out
 
 
+def portable(obj, root=None):
+    """``obj`` (nested dicts, lists, strings) with every absolute path inside the repository
+    written relative to it, so that a results file names no machine's clone.
+
+    >>> from pathlib import Path
+    >>> portable({"base_model": "/clone/models/mini-base", "x": ["/clone", "/other/p", 3]}, root=Path("/clone"))
+    {'base_model': 'models/mini-base', 'x': ['.', '/other/p', 3]}
+    """
+    from pathlib import Path
+
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    if isinstance(obj, dict):
+        return {k: portable(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(portable(v, root) for v in obj)
+    if isinstance(obj, str) and obj.startswith("/"):
+        try:
+            return Path(obj).relative_to(root).as_posix()
+        except ValueError:
+            return obj
+    return obj
+
+
 def provenance(cfg=None, **extra) -> dict:
-    """What a results file needs to be trusted: profile, config, commit, versions, device."""
+    """What a results file needs to be trusted: profile, config, commit, versions, device. Paths
+    inside the repository are written relative to it (``portable``)."""
     import torch
 
     d = {
@@ -178,7 +202,7 @@ def provenance(cfg=None, **extra) -> dict:
         d["profile"] = cfg.profile
         d["config"] = cfg.to_dict()
     d.update(extra)
-    return d
+    return portable(d)
 
 
 class Timer:

@@ -106,3 +106,60 @@ def stage_table(fitted, variant: str = "ms+proto", classes=None) -> pd.DataFrame
     df = pd.DataFrame(rows, columns=COLUMNS)
     means = df.drop(columns="class").mean(numeric_only=True)
     return pd.concat([df, pd.DataFrame([{"class": "mean", **means.to_dict()}])], ignore_index=True)
+
+
+def shot_quality(cfg, method: str = "protoknn", classes=None) -> pd.DataFrame:
+    """How good a shot is each training normal? For every class and every normal of its training
+    pool, ``method`` (a memory-bank baseline, 0.01 s per image) fitted on that one normal and
+    scored on the class's test images: one row per (class, shot) with its image AUROC (percent)
+    and the shot's file and source (an elpv cell, a coin, a crop box).
+
+    A normal unlike the test normals (a darker cell, another busbar layout, a crop of unusual
+    texture) gives a bank that calls every test normal anomalous; with K shots it is one of the
+    bank's K images. This reads the test images, so it diagnoses and chooses nothing.
+    """
+    import json
+    from pathlib import Path
+
+    from ..data import datasets as data_mod
+    from ..data.mini import ensure_mini
+    from ..method.baselines import build_baseline
+    from ..method.features import build_backbone
+    from ..method.metrics import image_metrics
+
+    root = ensure_mini(cfg)
+    ds = data_mod.open_dataset(cfg.dataset, root)
+    manifest = {}
+    if (Path(root) / "manifest.csv").is_file():
+        m = pd.read_csv(Path(root) / "manifest.csv", keep_default_na=False)
+        manifest = {r.file: (r.source_item or r.crop_box) for r in m.itertuples()}
+    extractor = build_backbone(cfg.backbone, device="cpu")
+    size = cfg.image_size
+
+    def batch(samples):
+        return torch.from_numpy(np.stack([data_mod.load_image(s.path, size) for s in samples])).permute(0, 3, 1, 2)
+
+    rows = []
+    for cls in classes or ds.classes:
+        test = ds.test(cls)
+        x, labels = batch(test), [s.label for s in test]
+        for shot in sorted(ds.train(cls), key=lambda s: s.path):
+            scores, _ = build_baseline(method, extractor).fit(batch([shot])).predict(x)
+            au = image_metrics(labels, [float(v) for v in np.asarray(scores)])["auroc"]
+            rows.append({"class": cls, "shot": shot.relpath, "source": manifest.get(shot.relpath, ""),
+                         "i_auroc": 100 * au})
+    out = pd.DataFrame(rows, columns=["class", "shot", "source", "i_auroc"])
+    out.attrs["method"], out.attrs["data_root"] = method, json.dumps(str(root))
+    return out
+
+
+def shot_quality_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per class: the 1-shot image AUROC of its best, median and worst training normal, and which
+    normal is the worst."""
+    rows = []
+    for cls, g in df.groupby("class", sort=False):
+        worst = g.loc[g["i_auroc"].idxmin()]
+        rows.append({"class": cls, "shots in pool": len(g), "best": round(g["i_auroc"].max(), 1),
+                     "median": round(g["i_auroc"].median(), 1), "worst": round(worst["i_auroc"], 1),
+                     "worst shot": f"{worst['shot']} ({worst['source']})" if worst["source"] else worst["shot"]})
+    return pd.DataFrame(rows)
