@@ -70,6 +70,8 @@ class Config:
     # --- runtime ---
     device: str = "auto"              # "auto", "cpu", "cuda"
     dtype: str = "float32"            # "auto": bfloat16 or float16 on a GPU, float32 on a CPU (utils.resolve_dtype)
+    share_encodes: bool = False       # keep the grid's VAE encodes of each test image on disk for every
+                                      # setting (inpaint.EncodeCache; mini, smoke: True)
     autocast: str = "none"            # the inpainting engine's convolutions and matmuls under torch.autocast in this
                                       # dtype, the weights and everything else in ``dtype`` ("none": off; mini:
                                       # "bfloat16", 1.4x on a CPU, maps within 0.02; models.Components.mixed_precision)
@@ -198,11 +200,13 @@ PROFILES: dict[str, dict] = {
     # mini's engine computes its convolutions in bfloat16 (autocast; benchmarks/inference_speed.py
     # --precision measures speed and the maps' difference; the fine-tune stays float32)
     "mini": dict(profile="mini", lr=5e-4, lr_schedule="cosine", distance="pixel", blur_sigma_512=8.0,
-                 proto_floor="shots", alpha=0.9, image_score_top=0.02, autocast="bfloat16"),
+                 proto_floor="shots", alpha=0.9, image_score_top=0.02, autocast="bfloat16",
+                 share_encodes=True),
     "smoke": dict(
         profile="smoke", data_root="data/smoke", image_size=32, unet_steps=4, decoder_steps=2,
         lr=5e-4, lr_schedule="cosine", distance="pixel",
         batch_size=4, num_inference_steps=4, noise_strength=0.5, grid_scales=(1, 2, 4), autocast="bfloat16",
+        share_encodes=True,
     ),
 }
 

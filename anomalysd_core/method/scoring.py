@@ -227,13 +227,18 @@ class AnomalySD:
         todo = masks if grid_latents is None else masks[n:]
         lam = self.strength(cls) if strength is None else float(strength)
         args = (self.context(cls), lam, self.cfg.num_inference_steps)
+        # z = E(x) and the masked images' latents: the grid's as one batch (from the shared cache
+        # when there is one), M^(p)'s on its own, so the numbers never depend on the cache
         encoded = None
-        if self.encodes is not None and len(todo):  # the grid's encodes from the shared cache
-            z_x, zo = self.encodes.encode(self.comp, x, self.grid)
-            parts = [zo] if grid_latents is None else []
-            if pmask is not None:  # M^(p) is new for every shot set: encoded on its own, always
+        if grid_latents is None:
+            z_x, zo = (self.encodes.encode(self.comp, x, self.grid) if self.encodes is not None
+                       else encode_masked(self.comp, x, self.grid, self.cfg.infer_batch))
+            parts = [zo]
+            if pmask is not None:
                 parts.append(encode_masked(self.comp, x, masks[n:])[1])
             encoded = (z_x, torch.cat(parts))
+        elif len(todo):  # only M^(p) is left to denoise
+            encoded = encode_masked(self.comp, x, todo)
         z = denoise(self.comp, x, todo, *args, seed=seed, batch=self.cfg.infer_batch,
                     encoded=encoded) if len(todo) else None
         if grid_latents is not None:

@@ -135,7 +135,8 @@ def fit(cfg, progress: bool = True, comp=None, backbone=None, distance=None) -> 
         if info["reused"] or info["adopted"]:  # the in-memory comp lacks (some) tuned parts: load them
             comp = load_components(cfg, device, unet_path=info.get("unet"), vae_path=info.get("vae"))
     det = AnomalySD(cfg, comp, backbone, distance, n_images=sum(len(ds.test(c)) for c in classes))
-    det.encodes = EncodeCache(encode_dir(cfg), det.comp)  # the grid's VAE encodes, shared by settings
+    if cfg.share_encodes:  # the grid's VAE encodes, shared by every setting
+        det.encodes = EncodeCache(encode_dir(cfg), det.comp, cfg.infer_batch)
     with timer.stage("prototypes"):
         det.set_shots(images)
     if cfg.auto_strength:
