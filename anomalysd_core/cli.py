@@ -259,11 +259,20 @@ def main(argv=None):
                    help="run every notebook with papermill, then build the site "
                         "(options: `python -m anomalysd_core book --help`)")
 
+    r = sub.add_parser("results", help="committed results").add_subparsers(dest="results_cmd", required=True)
+    r.add_parser("check", add_help=False,
+                 help="compare regenerated tables with the committed ones within a stated tolerance; exit 1 "
+                      "when a cell moved (options: `python -m anomalysd_core results check --help`)")
+
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["book"]:  # the book runner has its own options
         from .reproduce import book
 
         return book.main(argv[1:])
+    if argv[:2] == ["results", "check"]:  # the drift check has its own options
+        from .reproduce import drift
+
+        return drift.main(argv[2:])
     args = ap.parse_args(argv)
     if getattr(args, "classes", None):
         args.classes = [c for c in args.classes.split(",") if c]
