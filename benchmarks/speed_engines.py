@@ -17,6 +17,8 @@ Every image is timed as the best of ``--repeats``; one thread (``torch.set_num_t
 book worker runs. Rows go to ``results/<profile>/bench_engines.csv`` with provenance.
 
     python benchmarks/speed_engines.py                 # 24 images, 2 repeats (about 2 minutes)
+
+Temporary cache folders are made under the system's temp folder and removed at the end.
     python benchmarks/speed_engines.py --images 6 --no-save
 """
 from __future__ import annotations
@@ -70,7 +72,8 @@ def engines(profile: str = "mini", n_images: int = 24, repeats: int = 2, data_ro
         det = AnomalySD(cfg, load_components(cfg, torch.device("cpu")), backbone, distance)
         det.set_shots(images)
         dets[name] = det
-    cache_dir = tempfile.mkdtemp(prefix="anomalysd-encodes-")
+    tmp = tempfile.TemporaryDirectory(prefix="anomalysd-encodes-")
+    cache_dir = tmp.name
     dets["new"].encodes = EncodeCache(cache_dir, dets["new"].comp)
 
     def run(det, cls, img):
@@ -82,7 +85,7 @@ def engines(profile: str = "mini", n_images: int = 24, repeats: int = 2, data_ro
     for name in ("old", "new-cold", "new"):
         det = dets["old" if name == "old" else "new"]
         if name == "new-cold":
-            det.encodes = EncodeCache(tempfile.mkdtemp(prefix="anomalysd-encodes-cold-"), det.comp)
+            det.encodes = EncodeCache(Path(cache_dir) / "cold-0", det.comp)
         elif name == "new":
             det.encodes = EncodeCache(cache_dir, det.comp)
             for cls, _s, img in items:  # fill the shared cache, as the book's first setting does
@@ -91,7 +94,7 @@ def engines(profile: str = "mini", n_images: int = 24, repeats: int = 2, data_ro
             best = None
             for _ in range(max(1, repeats)):
                 if name == "new-cold":  # a cold cache for every repeat
-                    det.encodes = EncodeCache(tempfile.mkdtemp(prefix="anomalysd-encodes-cold-"), det.comp)
+                    det.encodes = EncodeCache(Path(cache_dir) / f"cold-{len(rows)}-{_}", det.comp)
                 with cost_mod.StageTimer(cost_mod.engine_modules(det.comp)) as st:
                     t0 = time.perf_counter()
                     sm = run(det, cls, img)
@@ -118,6 +121,7 @@ def engines(profile: str = "mini", n_images: int = 24, repeats: int = 2, data_ro
                              other_s=(g.seconds - g.unet_s - g.encode_s - g.decode_s).mean(),
                              i_auroc=au, max_map_diff=g.max_map_diff.max(), mean_map_diff=g.mean_map_diff.mean(),
                              max_score_diff=g.score_diff.max())
+    tmp.cleanup()
     return d, summary
 
 
