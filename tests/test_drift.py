@@ -83,3 +83,19 @@ def test_against_git_history(tmp_path):
     assert compared == ["table3"] and [m.column for m in moved] == ["p_pro"]
     with pytest.raises(drift.DriftInputError, match="git show"):
         drift.check(res, ref="no-such-rev", repo=repo, tables=("table3",))
+
+
+def test_no_committed_result_names_a_machine_path():
+    """Committed results name paths relative to the repository (``utils.portable``), never the
+    clone or temp folder of whichever machine made them. Run logs (``*.log``) are kept verbatim
+    as the run printed them and are not checked."""
+    import re
+
+    bad = re.compile(r"(?<![\w.])/(?:tmp|home|root|work|Users|private|var/folders)/")
+    hits = []
+    for p in sorted((REPO_ROOT / "results").rglob("*")):
+        if p.suffix in (".csv", ".json", ".md", ".txt") and p.is_file():
+            text = p.read_text(errors="replace")
+            if bad.search(text) or str(REPO_ROOT) in text:
+                hits.append(p.relative_to(REPO_ROOT).as_posix())
+    assert not hits, f"machine paths in {hits}"
