@@ -150,13 +150,14 @@ def decode(comp: Components, z: torch.Tensor, batch: int = 0) -> torch.Tensor:
                            batch or auto_batch(comp, z.shape[0]), static=comp.static_shapes)
 
 
-def encode_masked(comp: Components, x: torch.Tensor, masks: torch.Tensor,
-                  batch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """z = E(x) and the masked-image latents z_o = E((1 - M) x) of every mask (the ``encoded`` of
-    ``denoise``), the masks in chunks of ``batch`` (0: one call where memory allows)."""
+def encode_masked(comp: Components, x: torch.Tensor, masks: torch.Tensor, batch: int = 0,
+                  image: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """z = E(x) (None when ``image`` is False: the caller has it) and the masked-image latents
+    z_o = E((1 - M) x) of every mask (the ``encoded`` of ``denoise``), the masks in chunks of
+    ``batch`` (0: one call where memory allows)."""
     with torch.inference_mode(), comp.mixed_precision():
         x, masks = x.to(comp.device, torch.float32), masks.to(comp.device, torch.float32)
-        z0 = comp.encode(x).to(comp.dtype)
+        z0 = comp.encode(x).to(comp.dtype) if image else None
         zo = run_chunked(lambda lo, hi, width: comp.encode(masked_image(x, padded(masks[lo:hi], width))).to(
             comp.dtype)[:hi - lo], masks.shape[0], batch or auto_batch(comp, masks.shape[0]), static=comp.static_shapes)
         return z0, zo

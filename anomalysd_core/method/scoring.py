@@ -202,13 +202,16 @@ class AnomalySD:
     # --- eq 11, 14-17: the expensive part ---------------------------------------------------
     @torch.no_grad()
     def intermediates(self, img, cls: str, seed: int = 0, keep_inpaintings: bool = False,
-                      grid_latents: torch.Tensor | None = None, strength: float | None = None) -> Intermediates:
+                      grid_latents: torch.Tensor | None = None, strength: float | None = None,
+                      share_encodes: bool = True) -> Intermediates:
         """M^(p), the inpaintings under the grid masks and M^(p), and their distance maps.
 
         ``grid_latents``: the grid masks' denoised latents of a model with the same encoder, U-Net,
         prompt, lambda, steps and seed (``Intermediates.grid_latents`` of an earlier call); then
         only M^(p) is denoised and every latent is decoded with this model's decoder.
         ``strength``: lambda for this call instead of the class's (``strength``).
+        ``share_encodes=False``: leave this image out of the shared ``encodes`` cache (an image
+        scored once); the numbers are the same either way.
         """
         x = to_tensor(img)
         size = self.cfg.image_size
@@ -231,11 +234,11 @@ class AnomalySD:
         # when there is one), M^(p)'s on its own, so the numbers never depend on the cache
         encoded = None
         if grid_latents is None:
-            z_x, zo = (self.encodes.encode(self.comp, x, self.grid) if self.encodes is not None
+            z_x, zo = (self.encodes.encode(self.comp, x, self.grid) if self.encodes is not None and share_encodes
                        else encode_masked(self.comp, x, self.grid, self.cfg.infer_batch))
             parts = [zo]
             if pmask is not None:
-                parts.append(encode_masked(self.comp, x, masks[n:])[1])
+                parts.append(encode_masked(self.comp, x, masks[n:], image=False)[1])
             encoded = (z_x, torch.cat(parts))
         elif len(todo):  # only M^(p) is left to denoise
             encoded = encode_masked(self.comp, x, todo)

@@ -118,7 +118,6 @@ def shot_quality(cfg, method: str = "protoknn", classes=None) -> pd.DataFrame:
     texture) gives a bank that calls every test normal anomalous; with K shots it is one of the
     bank's K images. This reads the test images, so it diagnoses and chooses nothing.
     """
-    import json
     from pathlib import Path
 
     from ..data import datasets as data_mod
@@ -149,7 +148,7 @@ def shot_quality(cfg, method: str = "protoknn", classes=None) -> pd.DataFrame:
             rows.append({"class": cls, "shot": shot.relpath, "source": manifest.get(shot.relpath, ""),
                          "i_auroc": 100 * au})
     out = pd.DataFrame(rows, columns=["class", "shot", "source", "i_auroc"])
-    out.attrs["method"], out.attrs["data_root"] = method, json.dumps(str(root))
+    out.attrs["method"], out.attrs["data_root"] = method, str(root)
     return out
 
 

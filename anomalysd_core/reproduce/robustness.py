@@ -210,11 +210,7 @@ def score_condition(fitted, cls: str, name: str, severity: int) -> int:
         if severity == 0:
             inter = intermediates_cached(fitted, s, img)
         else:  # a perturbed image is scored once: its encodes are not worth keeping (same numbers)
-            shared, det.encodes = det.encodes, None
-            try:
-                inter = det.intermediates(img, cls, seed=cfg.seed)
-            finally:
-                det.encodes = shared
+            inter = det.intermediates(img, cls, seed=cfg.seed, share_encodes=False)
         sm = det.fuse(inter)
         arrays = {"S": sm.S_map.astype(np.float16), "score": np.float32(sm.score)}
         if inter.error_map is not None:
