@@ -198,7 +198,8 @@ PROFILES: dict[str, dict] = {
     # the three times larger build data/mini-x3-val); the image score is the mean of S_map's top 2 %
     # instead of its max (benchmarks/image_score_validation.py, the same build)
     # mini's engine computes its convolutions in bfloat16 (autocast; benchmarks/inference_speed.py
-    # --precision measures speed and the maps' difference; the fine-tune stays float32)
+    # --precision measures speed and the maps' difference); the fine-tune computes its frozen
+    # encodes the same way and trains in float32
     "mini": dict(profile="mini", lr=5e-4, lr_schedule="cosine", distance="pixel", blur_sigma_512=8.0,
                  proto_floor="shots", alpha=0.9, image_score_top=0.02, autocast="bfloat16",
                  share_encodes=True),

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomalysd_core.reproduce.display import glue, html_table
+from anomalysd_core.reproduce.display import glue, html_table, shown
 from anomalysd_core.config import REPO_ROOT
 
 rdir = Path(results_dir) if results_dir else REPO_ROOT / "results" / profile
@@ -102,7 +102,8 @@ from anomalysd_core.config import PROFILES, get_config
 fields = ["dataset", "data_root", "image_size", "base_model", "text_encoder", "backbone", "distance",
           "unet_steps", "unet_epochs", "decoder_steps", "decoder_epochs", "num_inference_steps",
           "grid_scales", "noise_strength", "shots"]
-profiles_table = pd.DataFrame({p: {f: str(getattr(get_config(p), f)) for f in fields} for p in PROFILES})
+profiles_table = pd.DataFrame({p: {f: shown(getattr(get_config(p), f)) if f in ("data_root", "base_model")
+                                  else str(getattr(get_config(p), f)) for f in fields} for p in PROFILES})
 profiles_table.index.name = "field"
 glue("profiles_table", html_table(profiles_table, index=True), display=False)
 profiles_table
@@ -152,7 +153,7 @@ for name, (df, info) in loaded.items():
     cfg_d = info.get("config", {})
     prov_rows.append({"file": f"{name}.csv", "profile": info.get("profile", "?"),
                       "created (UTC)": info.get("created", ""), "commit": info.get("commit", ""),
-                      "image size": cfg_d.get("image_size", ""), "base model": cfg_d.get("base_model", ""),
+                      "image size": cfg_d.get("image_size", ""), "base model": shown(cfg_d.get("base_model", "")),
                       "seeds": ", ".join(map(str, info.get("seeds", []))),
                       "hours": summaries.fmt(info.get("wall_seconds", float("nan")) / 3600, 2)})
 provenance_table = pd.DataFrame(prov_rows)

@@ -59,7 +59,7 @@ import torch
 
 from anomalysd_core.method import masks as M
 from anomalysd_core.method import prototypes as P
-from anomalysd_core.reproduce.display import glue
+from anomalysd_core.reproduce.display import glue, shown
 from anomalysd_core.config import get_config
 from anomalysd_core.data.datasets import MVTecDataset, load_image, load_mask, sample_shots
 from anomalysd_core.method.diffusion import pooled_text_embeddings
@@ -73,7 +73,7 @@ rng = np.random.default_rng(seed)
 root = ensure_mini(cfg)
 ds = MVTecDataset(root)
 size = cfg.image_size
-print(f"profile {cfg.profile}: {len(ds.classes)} classes at {size} px from {root}")
+print(f"profile {cfg.profile}: {len(ds.classes)} classes at {size} px from {shown(root)}")
 
 # %% [markdown]
 # ## 1. The benchmark and its foreground masks

@@ -61,7 +61,7 @@ from IPython.display import Markdown, display
 
 from anomalysd_core.reproduce import paper_numbers, params, prose, summaries, tables
 from anomalysd_core.reproduce import plots
-from anomalysd_core.reproduce.display import glue, html_table
+from anomalysd_core.reproduce.display import glue, html_table, shown
 
 over, rdir, base_note = params.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
 defaults = params.sweep_defaults(profile)
@@ -70,7 +70,7 @@ seed_list = params.parse_list(seeds, defaults["seeds"])
 zero_list = params.parse_list(zero_shot_seeds, defaults.get("zero_shot_seeds", seed_list))
 baseline_list = [] if baselines.strip().lower() == "none" else params.parse_list(baselines, defaults["baselines"], str)
 display(Markdown(base_note))
-print(f"profile {profile}: shots {shots}, seeds {seed_list}, baselines {baseline_list}; results -> {rdir}")
+print(f"profile {profile}: shots {shots}, seeds {seed_list}, baselines {baseline_list}; results -> {shown(rdir)}")
 glue("profile", profile)
 glue("shots", ", ".join(map(str, shots)))
 glue("seeds", ", ".join(map(str, seed_list)))
@@ -96,7 +96,7 @@ runs = df.attrs["runs"]
 mean_rows = df[df["class"] == "mean"]
 glue("n_test_images", str(int(mean_rows["n_test"].iloc[0])))
 glue("n_classes", str(df.loc[df["class"] != "mean", "class"].nunique()))
-print(f"{len(df)} rows -> {rdir / 'table1.csv'}")
+print(f"{len(df)} rows -> {shown(rdir / 'table1.csv')}")
 
 # %% [markdown]
 # ## 2. Mean ± standard deviation over seeds

@@ -60,7 +60,7 @@ from IPython.display import Markdown, display
 
 from anomalysd_core.reproduce import params, prose, summaries, tables
 from anomalysd_core.reproduce import plots
-from anomalysd_core.reproduce.display import glue, html_table
+from anomalysd_core.reproduce.display import glue, html_table, shown
 
 over, rdir, base_note = params.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
 display(Markdown(base_note))
@@ -78,7 +78,7 @@ glue("profile", profile)
 # %%
 df = tables.table3(profile, seed=seed, shots=shots, results_dir=rdir, **over)
 table1_df, _ = tables.load_result("table1", profile, rdir)
-print(f"{len(df)} rows -> {rdir / 'table3.csv'}")
+print(f"{len(df)} rows -> {shown(rdir / 'table3.csv')}")
 
 # %% [markdown]
 # ## 2. Ours beside the paper's Table 3

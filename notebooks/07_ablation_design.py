@@ -57,7 +57,7 @@ from IPython.display import Markdown, display
 
 from anomalysd_core.reproduce import params, prose, summaries, tables
 from anomalysd_core.reproduce import plots
-from anomalysd_core.reproduce.display import glue, html_table
+from anomalysd_core.reproduce.display import glue, html_table, shown
 from anomalysd_core.method.prompts import prompt_set
 
 over, rdir, base_note = params.notebook_setup(profile, data_root, base_model, out_dir, results_dir)
@@ -87,7 +87,7 @@ pd.DataFrame([{"design": d, "prompt": repr(p)} for d in ("none", "simple", "hier
 # %%
 df = tables.table4(profile, seed=seed, shots=shots, results_dir=rdir, **over)
 table1_df, _ = tables.load_result("table1", profile, rdir)
-print(f"{len(df)} rows -> {rdir / 'table4.csv'}")
+print(f"{len(df)} rows -> {shown(rdir / 'table4.csv')}")
 
 # %% [markdown]
 # ## 3. Ours beside the paper's Table 4

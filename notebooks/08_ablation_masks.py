@@ -61,7 +61,7 @@ from anomalysd_core.method import features
 
 from anomalysd_core.reproduce import params, prose, summaries, tables
 from anomalysd_core.reproduce import plots
-from anomalysd_core.reproduce.display import glue, html_table
+from anomalysd_core.reproduce.display import glue, html_table, shown
 from anomalysd_core.config import get_config
 from anomalysd_core.data.datasets import load_sample
 from anomalysd_core.reproduce.evaluate import fit, intermediates_cached
@@ -82,7 +82,7 @@ glue("profile", profile)
 # %%
 df = tables.table5(profile, seed=seed, shots=shots, results_dir=rdir, **over)
 table1_df, _ = tables.load_result("table1", profile, rdir)
-print(f"{len(df)} rows -> {rdir / 'table5.csv'}")
+print(f"{len(df)} rows -> {shown(rdir / 'table5.csv')}")
 
 # %% [markdown]
 # ## 2. Ours beside the paper's Table 5

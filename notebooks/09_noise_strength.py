@@ -63,7 +63,7 @@ from anomalysd_core.method import features
 
 from anomalysd_core.reproduce import params, prose, summaries, tables
 from anomalysd_core.reproduce import plots
-from anomalysd_core.reproduce.display import glue, html_table
+from anomalysd_core.reproduce.display import glue, html_table, shown
 from anomalysd_core.config import get_config
 from anomalysd_core.data.datasets import load_sample
 from anomalysd_core.reproduce.evaluate import fit
@@ -141,7 +141,7 @@ plt.show()
 
 # %%
 df = tables.noise_sweep(profile, lambdas=sweep, seeds=seed_list, shots=shots, results_dir=rdir, **over)
-print(f"{len(df)} rows -> {rdir / 'noise_sweep.csv'}")
+print(f"{len(df)} rows -> {shown(rdir / 'noise_sweep.csv')}")
 table = summaries.noise_table(df)
 glue("noise_table", html_table(table.round(1)), display=False)
 table.round(1)

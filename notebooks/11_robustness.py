@@ -40,9 +40,9 @@
 # | Image AUROC, pixel AUROC | Helpful | see the {doc}`../results` page |
 #
 # **Time to learn**: 20 minutes. **Run time**: under ten minutes on a 2-core CPU for the mini
-# profile: one seed at one shot (Table 1's fine-tune), a subset of classes and the mildest and
-# strongest severity (the middle one is shown below but not scored), listed below; the perturbed
-# images' maps are cached.
+# profile: one seed at one shot (Table 1's fine-tune), a subset of classes, half of their test
+# images and the mildest and strongest severity (the middle one is shown below but not scored),
+# listed below; the perturbed images' maps are cached.
 #
 # ## Imports
 
@@ -65,7 +65,7 @@ from IPython.display import Markdown, display
 from anomalysd_core.reproduce import params, prose, summaries, tables
 from anomalysd_core.reproduce import plots
 from anomalysd_core.reproduce import robustness as rb
-from anomalysd_core.reproduce.display import glue, html_table
+from anomalysd_core.reproduce.display import glue, html_table, shown
 from anomalysd_core.config import get_config
 from anomalysd_core.reproduce.evaluate import open_data
 
@@ -83,6 +83,9 @@ glue("rob_classes", ", ".join(shown_classes))
 glue("rob_n_perturbations", str(len(pert_list)))
 glue("rob_seed", str(plan["seed"]))
 glue("rob_severities", ", ".join(map(str, sev_list)))
+n_test = plan["test_per_class"]
+glue("rob_test_images", f"{n_test} test images (half of them anomalous, evenly spaced through the sorted files)"
+     if n_test else "every test image")
 
 # %% [markdown]
 # ## 1. The perturbations
@@ -131,17 +134,19 @@ plt.show()
 # ## 2. Every method on the perturbed images
 #
 # `tables.robustness` fits every method on the clean shots of seed {glue:text}`rob_seed`
-# (AnomalySD: Table 1's fine-tune) and scores the test images of {glue:text}`rob_classes` under
-# each of the {glue:text}`rob_n_perturbations` perturbations at severities
-# {glue:text}`rob_severities`. The clean row
-# (severity 0) equals Table 1's numbers for these classes and this seed. The result goes to
-# `robustness.csv`.
+# (AnomalySD: Table 1's fine-tune) and scores {glue:text}`rob_test_images` of each of
+# {glue:text}`rob_classes` (`robustness.test_samples`) under each of the
+# {glue:text}`rob_n_perturbations` perturbations at severities {glue:text}`rob_severities`. The
+# clean row (severity 0) is Table 1's evaluation of the same images (the same fine-tune and
+# cached maps): with every test image it equals Table 1's numbers for these classes and this seed.
+# Every drop compares one image set with itself. The result goes to `robustness.csv`.
 
 # %%
 df = tables.robustness(profile, classes=cls_list, perturbations=pert_list, severities=sev_list, seed=plan["seed"],
-                   shots=plan["shots"], baselines=tuple(base_list), results_dir=rdir, **over)
+                   shots=plan["shots"], baselines=tuple(base_list), results_dir=rdir, test_per_class=n_test,
+                   **over)
 run = df.attrs["runs"][0]
-print(f"{len(df)} rows -> {rdir / 'robustness.csv'}; {run['n_fresh_images']} perturbed images scored "
+print(f"{len(df)} rows -> {shown(rdir / 'robustness.csv')}; {run['n_fresh_images']} perturbed images scored "
       f"by AnomalySD in this run ({run['workers']} process(es))")
 for name, why in run["skipped_baselines"].items():
     print(f"skipped {name}: {why}")

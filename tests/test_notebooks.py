@@ -370,6 +370,27 @@ def _remote_refs(html: str) -> list[str]:
 
 
 @pytest.mark.slow
+def test_no_page_names_the_clone(site, executed):
+    """No page, and no executed notebook a reader downloads, holds this clone's absolute path
+    (the base model, the results folder, the injected parameters are shown relative to it)."""
+    from anomalysd_core.config import REPO_ROOT
+
+    root = str(REPO_ROOT)
+    named = [p for p in [*site.rglob("*.html"), *executed.glob("*.ipynb")] if root in p.read_text(errors="replace")]
+    assert not named, named
+
+
+def test_default_results_dir_is_injected_as_the_notebooks_own_default(tmp_path):
+    """The runner passes results/<profile> as "" (the notebook's own default), so the papermill
+    parameters cell of a published page names no machine path; another folder is passed as is."""
+    from anomalysd_core.reproduce.book import RESULTS_DIR, notebook_parameters
+
+    declared = {"profile", "results_dir", "data_root"}
+    assert notebook_parameters(declared, "mini", RESULTS_DIR / "mini", {})["results_dir"] == ""
+    assert notebook_parameters(declared, "mini", tmp_path, {})["results_dir"] == str(tmp_path.resolve())
+    assert "results_dir" not in notebook_parameters({"profile"}, "mini", tmp_path, {})
+
+
 def test_site_loads_nothing_from_the_network(site):
     """Scripts, styles, fonts and images all come from the site itself (MathJax included:
     sphinx-mathjax-offline copies it into _static)."""

@@ -86,6 +86,20 @@ def test_excluded_border_pixels_leave_the_pixel_metrics():
         pixel_metrics(m[None], score[None], valid=valid[:10])
 
 
+def test_test_samples_halves_normal_and_anomalous_spread_through_the_files():
+    from types import SimpleNamespace as S
+
+    tests = [S(relpath=f"good/{i:03d}", label=0) for i in range(10)] + \
+        [S(relpath=f"bad/{i:03d}", label=1) for i in range(6)]
+    ds = S(test=lambda cls: tests)
+    assert rb.test_samples(ds, "x") == tests
+    got = rb.test_samples(ds, "x", 6)
+    assert [s.relpath for s in got] == ["good/000", "good/004", "good/009", "bad/000", "bad/002", "bad/005"]
+    assert len(rb.test_samples(ds, "x", 40)) == 16  # never more than there are
+    with pytest.raises(ValueError, match="test_per_class"):
+        rb.test_samples(ds, "x", 1)
+
+
 @pytest.mark.slow
 def test_robustness_table_on_smoke(smoke_base, smoke_data, tmp_path):
     from anomalysd_core.reproduce import prose, settings, summaries, tables
@@ -110,8 +124,9 @@ def test_robustness_table_on_smoke(smoke_base, smoke_data, tmp_path):
     prov = json.loads((tmp_path / "res" / "robustness.provenance.json").read_text())
     assert prov["runs"][0]["classes"] == ["brick"] and prov["runs"][0]["n_fresh_images"] > 0
     again = tables.robustness("smoke", classes=("brick",), perturbations=("rotation", "gain"), severities=(1, 3),
-                          baselines=("patchcore",), write=False, workers=1, **over)
+                          baselines=("patchcore",), write=False, workers=1, test_per_class=4, **over)
     assert again.attrs["runs"][0]["n_fresh_images"] == 0  # every map from the cache
+    assert (again["n_test"] == 4).all() and again.attrs["runs"][0]["test_per_class"] == 4
     t = summaries.robustness_table(df)
     assert set(t["method"]) == {"AnomalySD", "Prototype kNN map", "PatchCore"}
     assert set(prose.robustness_sentences(df, "smoke")) == {"ranking", "rad", "anomalysd"}

@@ -138,7 +138,8 @@ class Components:
     def mixed_precision(self):
         """The context ``inpaint.denoise`` and ``inpaint.decode`` run in: ``torch.autocast`` in
         ``self.autocast`` (convolutions and matmuls in bfloat16, the weights, norms and the
-        sampler in ``dtype``), or nothing. Fine-tuning never runs under it.
+        sampler in ``dtype``), or nothing. The fine-tune (``finetune.py``) computes its frozen
+        encoder's latents under it and trains outside it.
 
         On this project's CPU, bfloat16 autocast makes mini's engine 1.4x faster, and its
         inpaintings differ from float32's by 0.002 on average and 0.016 at most (of 1); the test

@@ -315,6 +315,20 @@ def execute_notebook(src: Path, out: Path, parameters: dict, kernel_name: str = 
     return time.perf_counter() - t0
 
 
+def notebook_parameters(declared, profile: str, results_dir: Path, params: dict) -> dict:
+    """The papermill parameters of a notebook that declares ``declared``: the profile, the results
+    folder ("" for the notebook's own default, ``results/<profile>``, so that no published page
+    names this clone), the profile's own data_root, and each of ``params`` it declares."""
+    nb_params = {"profile": profile}
+    if "results_dir" in declared:
+        nb_params["results_dir"] = ("" if Path(results_dir).resolve() == (RESULTS_DIR / profile).resolve()
+                                    else str(Path(results_dir).resolve()))
+    if "data_root" in declared:
+        nb_params["data_root"] = ""  # the profile's own data_root unless -p data_root=...
+    nb_params.update({k: v for k, v in params.items() if k in declared})
+    return nb_params
+
+
 def run_notebooks(profile: str = "mini", *, only: list[str] | None = None,
                   build_dir: Path | str | None = None, results_dir: Path | str | None = None,
                   params: dict | None = None, force: bool = False,
@@ -338,15 +352,8 @@ def run_notebooks(profile: str = "mini", *, only: list[str] | None = None,
     for src in notebook_sources(only):
         name = src.stem
         declared = declared_parameters(read_notebook(src))
-        nb_params = {"profile": profile}
-        if "results_dir" in declared:
-            nb_params["results_dir"] = str(results_dir.resolve())
-        if "data_root" in declared:
-            nb_params["data_root"] = ""  # the profile's own data_root unless -p data_root=...
-        for k, v in params.items():
-            if k in declared:
-                nb_params[k] = v
-                used.add(k)
+        nb_params = notebook_parameters(declared, profile, results_dir, params)
+        used |= set(params) & set(declared)
         out = out_dir / f"{name}.ipynb"
         stamp = out_dir / f"{name}.hashes.json"
         hashes = notebook_hashes(src, profile, nb_params, results_dir)

@@ -9,6 +9,19 @@ from pathlib import Path
 GLUE_PREFIX = "application/papermill.record/"
 
 
+def shown(path) -> str:
+    """``path`` as a page shows it: relative to the repository when inside it (``utils.portable``),
+    so that no published page names the clone that built it.
+
+    >>> from anomalysd_core.config import REPO_ROOT
+    >>> shown(REPO_ROOT / "results" / "mini"), shown("/elsewhere/x")
+    ('results/mini', '/elsewhere/x')
+    """
+    from ..utils import portable
+
+    return portable(str(path))
+
+
 def components_for_notebook(cfg, device="cpu"):
     """The diffusion components a notebook should show for ``cfg``, and a sentence saying which.
 
@@ -23,10 +36,10 @@ def components_for_notebook(cfg, device="cpu"):
     base = Path(cfg.base_model)
     if base.exists() or cfg.profile == "paper":
         comp = load_components(cfg, device=torch.device(device))
-        return comp, f"Loaded the base model from `{cfg.base_model}`."
+        return comp, f"Loaded the base model from `{shown(cfg.base_model)}`."
     if cfg.profile == "smoke":
         comp = new_mini_components(size=cfg.image_size, text_kind=cfg.text_encoder, device=device)
-        return comp, (f"The base model `{cfg.base_model}` is absent, so this smoke run uses a "
+        return comp, (f"The base model `{shown(cfg.base_model)}` is absent, so this smoke run uses a "
                       "RANDOMLY INITIALISED model of the same architecture: shapes and code paths "
                       "are real, images and attention patterns are not meaningful.")
     raise ModelError(f"base model folder {cfg.base_model!r} does not exist; pre-train it with "

@@ -187,21 +187,38 @@ def perturbed_sample(cfg, sample, name: str, severity: int):
     return perturb(img, mask, name, severity, image_rng(cfg.seed, sample.relpath, name, severity))
 
 
+def test_samples(dataset, cls: str, n: int | None = None) -> list:
+    """The test images of ``cls`` the chapter perturbs: all of them (``n`` None), or ``n``: half
+    normal and half anomalous, each half evenly spaced through the sorted files (on mini's grid of
+    texture crops, every other crop: the ones that overlap least)."""
+    tests = list(dataset.test(cls))
+    if n is None:
+        return tests
+    if int(n) != n or n < 2:
+        raise ValueError(f"robustness: test_per_class must be an integer of at least 2, got {n!r}")
+    out = []
+    for want, label in ((n - n // 2, 0), (n // 2, 1)):
+        group = [s for s in tests if s.label == label]
+        idx = np.linspace(0, len(group) - 1, min(want, len(group))).round().astype(int)
+        out += [group[i] for i in sorted(set(idx))]
+    return out
+
+
 def _file(root: Path, name: str, severity: int, sample) -> Path:
     from .evaluate import _file_name
 
     return root / f"{name}-{severity}" / sample.cls / _file_name(sample)
 
 
-def score_condition(fitted, cls: str, name: str, severity: int) -> int:
-    """AnomalySD's anomaly map and score and the prototype kNN map of every test image of ``cls``
-    under one condition (severity 0: the clean images), cached (npz); returns how many were
-    computed."""
+def score_condition(fitted, cls: str, name: str, severity: int, n_test: int | None = None) -> int:
+    """AnomalySD's anomaly map and score and the prototype kNN map of the test images of ``cls``
+    (``test_samples``) under one condition (severity 0: the clean images), cached (npz); returns
+    how many were computed."""
     from .evaluate import _save_npz, intermediates_cached, proto_map
 
     cfg, det, root = fitted.cfg, fitted.detector, cache_root(fitted.cfg)
     n = 0
-    for s in fitted.dataset.test(cls):
+    for s in test_samples(fitted.dataset, cls, n_test):
         p = _file(root, name, severity, s)
         if p.is_file():
             continue
@@ -221,19 +238,21 @@ def score_condition(fitted, cls: str, name: str, severity: int) -> int:
 
 
 def _task(job):
-    profile, over, cls, name, severity, threads = job
+    profile, over, cls, name, severity, threads, n_test = job
     from .schedule import _fitted
 
     torch.set_num_threads(threads)
     try:
-        return score_condition(_fitted(profile, over), cls, name, severity)
+        return score_condition(_fitted(profile, over), cls, name, severity, n_test)
     except Exception as e:
         raise RuntimeError(f"robustness: {name} at severity {severity}, class {cls!r}: "
                            f"{type(e).__name__}: {e}") from e
 
 
-def run_conditions(profile: str, over: dict, fitted, classes, conds, workers: int = 1, log=print) -> int:
-    """Score every (class, condition) not cached yet, on ``workers`` spawned processes (1: here)."""
+def run_conditions(profile: str, over: dict, fitted, classes, conds, workers: int = 1, log=print,
+                   n_test: int | None = None) -> int:
+    """Score every (class, condition) not cached yet, on ``workers`` spawned processes (1: here);
+    ``n_test``: the test images per class (``test_samples``)."""
     import os
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -242,15 +261,15 @@ def run_conditions(profile: str, over: dict, fitted, classes, conds, workers: in
 
     root = cache_root(fitted.cfg)
     todo = [(c, n, s) for n, s in conds for c in classes
-            if not all(_file(root, n, s, x).is_file() for x in fitted.dataset.test(c))]
+            if not all(_file(root, n, s, x).is_file() for x in test_samples(fitted.dataset, c, n_test))]
     log(f"robustness: {len(todo)} of {len(conds) * len(classes)} (condition, class) pairs to score, "
         f"{workers} worker process(es)")
     if workers <= 1 or len(todo) <= 1:
-        return sum(score_condition(fitted, c, n, s) for c, n, s in todo)
+        return sum(score_condition(fitted, c, n, s, n_test) for c, n, s in todo)
     threads = max(1, _cores() // workers)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(os.getpid(),)) as pool:
-        return sum(pool.map(_task, [(profile, over, c, n, s, threads) for c, n, s in todo]))
+        return sum(pool.map(_task, [(profile, over, c, n, s, threads, n_test) for c, n, s in todo]))
 
 
 def condition_metrics(labels, scores, masks, maps, valid, pixel: bool) -> dict:
@@ -264,7 +283,8 @@ def condition_metrics(labels, scores, masks, maps, valid, pixel: bool) -> dict:
     return out
 
 
-def evaluate_conditions(fitted, classes, conds, baselines=(), extractor=None, skipped=None) -> pd.DataFrame:
+def evaluate_conditions(fitted, classes, conds, baselines=(), extractor=None, skipped=None,
+                        n_test: int | None = None) -> pd.DataFrame:
     """Per (condition, method, class) metrics from the cache (AnomalySD, the prototype kNN map)
     and from the baselines, fitted on the clean shots and run on the same perturbed images.
     ``conds`` holds ("clean", 0) for the unperturbed images. A baseline that cannot run here
@@ -292,7 +312,7 @@ def evaluate_conditions(fitted, classes, conds, baselines=(), extractor=None, sk
         for name, sev in conds:
             per = {m: ([], []) for m in (*METHODS, *models)}
             labels, masks, valid = [], [], []
-            for s in ds.test(cls):
+            for s in test_samples(ds, cls, n_test):
                 img, m, v = perturbed_sample(cfg, s, name, sev)
                 labels.append(s.label), masks.append(m), valid.append(v)
                 z = np.load(_file(root, name, sev, s))

@@ -212,12 +212,14 @@ EARLIER_MINI = dict(unet_steps=150, decoder_steps=50, lr=1e-4, lr_schedule="cons
 
 def robustness(profile: str = "mini", classes=None, perturbations=None, severities=(1, 2, 3), seed: int = 0,
                shots: int = 1, baselines=("patchcore", "spade", "padim"), write: bool = True,
-               results_dir=None, workers: int | None = None, log=print, **over) -> pd.DataFrame:
+               results_dir=None, workers: int | None = None, log=print, test_per_class: int | None = None,
+               **over) -> pd.DataFrame:
     """Every method on perturbed test images (``robustness.py``): rows per (perturbation,
     severity, method, class) with image AUROC, pixel AUROC and PRO over the valid pixels, and
     ``i_drop`` / ``p_drop`` from the clean images (severity 0). The shots stay clean; the fine-tune
     is Table 1's for this seed and shot count; AnomalySD's maps are cached per condition and
-    scored on ``workers`` processes. Writes ``robustness.csv`` and its provenance."""
+    scored on ``workers`` processes. ``test_per_class``: that many test images per class
+    (``robustness.test_samples``), None: all. Writes ``robustness.csv`` and its provenance."""
     from . import robustness as rb
     from .schedule import config_overrides, default_workers
 
@@ -233,11 +235,11 @@ def robustness(profile: str = "mini", classes=None, perturbations=None, severiti
     n = workers or default_workers(profile, len(conds) * len(classes), shots=shots, seed=seed, **over)
     setting = {**config_overrides(over), "shots": shots, "seed": seed}
     with fitted.timer.stage("score"):
-        n_fresh = rb.run_conditions(profile, setting, fitted, classes, conds, n, log)
+        n_fresh = rb.run_conditions(profile, setting, fitted, classes, conds, n, log, test_per_class)
     skipped: dict = {}
     with fitted.timer.stage("metrics"):
         df = rb.evaluate_conditions(fitted, classes, conds, baselines,
-                                    baseline_extractor(fitted), skipped)
+                                    baseline_extractor(fitted), skipped, test_per_class)
     df = rb.with_drops(df)
     df.insert(0, "seed", seed)
     df.insert(0, "shots", shots)
@@ -245,6 +247,7 @@ def robustness(profile: str = "mini", classes=None, perturbations=None, severiti
            "shot_files": fitted.shot_files, "overrides": dict(over), "classes": classes,
            "perturbations": {k: list(v[1]) for k, v in rb.PERTURBATIONS.items() if any(k == c for c, _ in conds)},
            "n_fresh_images": n_fresh, "workers": n, "stage_seconds": dict(fitted.timer.stages),
+           "test_per_class": test_per_class,
            "skipped_baselines": skipped}
     if write:
         _write(profile, "robustness", df, [run], [seed], t0, out=results_dir, common=over,
