@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= mini
+BOOK_ARGS ?=  # e.g. BOOK_ARGS="-p data_root=/data/mvtec" (papermill parameters, .github/workflows/paper.yml)
 
 .PHONY: book test bench install chromium clean-book
 
@@ -28,7 +29,7 @@ test: install chromium
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 book: install
-	$(PY) -m anomalysd_core book --profile $(PROFILE) --out .
+	$(PY) -m anomalysd_core book --profile $(PROFILE) --out . $(BOOK_ARGS)
 
 bench: install
 	$(PY) benchmarks/inference_speed.py

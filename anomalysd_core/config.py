@@ -16,6 +16,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MINI_BASE_MODEL = REPO_ROOT / "models" / "mini-base"
 
 
+def project_root() -> Path:
+    """Where relative ``data/`` and ``results/`` folders are: the clone this package was imported
+    from (it holds ``pyproject.toml``), else, for an installed package run outside a clone (a
+    notebook on its own), the working directory."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
 @dataclass
 class Config:
     profile: str = "mini"

@@ -258,10 +258,9 @@ def resolve_data_root(path) -> Path:
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
-    from ..config import REPO_ROOT
+    from ..config import project_root
 
-    base = REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
-    return (base / p).resolve()
+    return (project_root() / p).resolve()
 
 
 def default_roots(profile: str) -> tuple[Path, Path]:

@@ -236,8 +236,9 @@ def load_components(cfg, device=None, unet_path: str | None = None, vae_path: st
     looks_like_hub_id = base.count("/") == 1 and not base.startswith((".", "/", "~"))
     if not Path(base).exists() and not looks_like_hub_id:
         raise ModelError(f"base model folder {base!r} does not exist"
-                         + (" (run `python -m anomalysd_core pretrain` to make the mini base model)"
-                            if "mini-base" in base else ""))
+                         + (" (it is models/mini-base of the repository, 14 MB: outside a clone, set "
+                            "base_model to a copy of it; or run `python -m anomalysd_core pretrain` to "
+                            "make one)" if "mini-base" in base else ""))
     try:
         vae = AutoencoderKL.from_pretrained(vae_path or base, subfolder=None if vae_path else "vae",
                                             torch_dtype=vae_dtype(dtype))

@@ -53,6 +53,7 @@ from pathlib import Path
 
 from ..config import REPO_ROOT, get_config
 from ..utils import atomic_path, write_json_atomic, write_text_atomic
+from . import standalone
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 BOOK_DIR = REPO_ROOT / "book"
@@ -280,7 +281,7 @@ def execute_notebook(src: Path, out: Path, parameters: dict, kernel_name: str = 
     import nbformat
     import papermill as pm
 
-    nb = read_notebook(src, kernel_name)
+    nb = standalone.with_setup_cell(read_notebook(src, kernel_name), standalone.repository()[0])
     out = Path(out)
     failed = out.with_name(out.stem + ".failed.ipynb")
     env_before = {k: os.environ.get(k) for k in KERNEL_ENV}
@@ -428,9 +429,15 @@ def stage_book(executed_dir: Path | str, dest: Path | str, repo: Path = REPO_ROO
             (dest / "book" / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(p, dest / "book" / rel)
     nb_dest = dest / "book" / "notebooks"
-    nb_dest.mkdir()
+    (nb_dest / "sources").mkdir(parents=True)
+    sources = {p.stem: p for p in notebook_sources()}
+    url, branch = standalone.repository(repo)
     for p in sorted(executed_dir.glob("*.ipynb")):
-        if not p.name.endswith(".failed.ipynb"):
+        if p.name.endswith(".failed.ipynb"):
+            continue
+        if p.stem in sources:  # its page offers the source and a launch link
+            standalone.stage_notebook(p, sources[p.stem], nb_dest, url, branch)
+        else:
             shutil.copy2(p, nb_dest / p.name)
     schematic = book / "schematic.py"
     if schematic.is_file():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import REPO_ROOT, get_config
+from ..config import get_config, project_root
 from ..method.features import frozen_models
 from ..utils import provenance, write_csv_atomic, write_json_atomic
 from .evaluate import fit
@@ -29,8 +29,9 @@ AUTO_SHOTS = (1,)
 
 # ----------------------------------------------------------------------------- running settings
 def get_results_dir(profile: str, override=None) -> Path:
-    """``override`` when given (non-empty), else ``results/<profile>`` under the repository root."""
-    return Path(override) if override else REPO_ROOT / "results" / profile
+    """``override`` when given (non-empty), else ``results/<profile>`` of the clone (of the
+    working directory outside one: ``config.project_root``)."""
+    return Path(override) if override else project_root() / "results" / profile
 
 
 RUN_KEYS = ("setting", "shots", "seed", "fit_hash", "shot_files", "overrides")
