@@ -54,7 +54,8 @@ class Config:
     unet_epochs: int | None = None    # when set, overrides unet_steps (paper profile)
     decoder_epochs: int | None = None
     lpips_beta: float = 0.1           # eq 10
-    augment: bool = True
+    augment: bool | str = True        # Sec. 5's augmentation: True or "black" (the warp's corners black),
+                                      # "reflect" (mirrored: finetune.augment), False: none
     # --- inference (eq 11-21) ---
     num_inference_steps: int = 5      # paper: 50 DDIM steps
     noise_strength: float | str = 0.4  # lambda; T~ = lambda * T; "auto": chosen per class by ``fit``
@@ -101,6 +102,8 @@ class Config:
         if not (self.device in ("auto", "cpu", "cuda", "mps") or
                 (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise ValueError(f"config field 'device': {self.device!r} is not 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if self.augment not in (True, False, "black", "reflect"):
+            raise ValueError(f"config field 'augment' must be true, false, 'black' or 'reflect', got {self.augment!r}")
         ns = self.noise_strength
         if isinstance(ns, str) and ns != "auto":
             raise ValueError(f"noise_strength must be a number in (0, 1] or 'auto', got {ns!r}")
@@ -232,6 +235,8 @@ def _coerce(name: str, value):
     t = str(FIELD_TYPES[name])
     if name == "noise_strength" and value.strip().lower() == "auto":
         return "auto"
+    if name == "augment" and value.strip().lower() in ("black", "reflect"):
+        return value.strip().lower()
     try:
         if t.startswith("bool"):
             if value.lower() in ("1", "true", "yes", "on"):

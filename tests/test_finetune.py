@@ -229,3 +229,23 @@ def test_lr_schedules():
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] < 1e-5
     with pytest.raises(ValueError, match="'linear'"):
         lr_at(get_config("smoke", lr_schedule="linear"), 0, 10)
+
+
+def test_augment_border_is_a_setting_black_by_default():
+    """``augment="reflect"`` mirrors the warp's corners instead of filling them black; True keeps
+    the paper-profile behaviour (and its configuration hash); anything else is refused by name."""
+    from anomalysd_core.config import get_config
+
+    grey = {"c": [np.full((32, 32, 3), 0.5, np.float32)]}
+    data = ft.ShotSet(grey, {"c": "texture"})
+    corners = {}
+    for aug in (True, "reflect"):
+        x, _, _ = data.batch(8, np.random.default_rng(3), aug)
+        corners[aug] = float(x[:, :, 0, 0].min())
+    assert corners[True] < 0.1 < 0.3 < corners["reflect"]
+    assert get_config("mini", augment="reflect").augment == "reflect"
+    assert get_config("mini").hash(["augment"]) == get_config("mini", augment=True).hash(["augment"])
+    with pytest.raises(ValueError, match="augment"):
+        get_config("mini", augment="mirror")
+    with pytest.raises(ValueError, match="augment"):
+        data.batch(2, np.random.default_rng(0), "mirror")

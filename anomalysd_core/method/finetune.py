@@ -48,16 +48,41 @@ MODULE_KEYS = {"unet": _SHARED_KEYS + ["text_encoder", "mask_design", "prompt_de
                "vae": _SHARED_KEYS + ["decoder_steps", "decoder_epochs", "lpips_beta", "distance"]}
 
 
-def augment(x: torch.Tensor, fg: torch.Tensor, rng: np.random.Generator):
-    """Brightness/contrast jitter, scaling and rotation (Sec. 5), the same warp on image and m_f."""
+AUGMENT_BORDERS = {True: "black", "black": "black", "reflect": "reflect"}
+
+
+def augment(x: torch.Tensor, fg: torch.Tensor, rng: np.random.Generator, border: str = "black"):
+    """Brightness/contrast jitter, scaling and rotation (Sec. 5), the same warp on image and m_f.
+
+    ``border``: what fills the corners the warp brings in: "black" (``TF.affine``'s zeros: the
+    paper does not say, and the U-Net then learns to inpaint black wedges at the edges) or
+    "reflect" (the image mirrored at its edges before the warp, as ``robustness.perturb`` shows a
+    rotated part). The random draws are the same either way.
+
+    >>> import torch, numpy as np
+    >>> x = torch.full((3, 32, 32), 0.5); fg = torch.ones(1, 32, 32)
+    >>> black, _ = augment(x, fg, np.random.default_rng(0))
+    >>> mirrored, _ = augment(x, fg, np.random.default_rng(0), border="reflect")
+    >>> bool((black[:, 0, 0] < 0.05).all()), bool((mirrored[:, 0, 0] > 0.3).all())
+    (True, True)
+    """
     import torchvision.transforms.v2.functional as TF
 
+    if border not in ("black", "reflect"):
+        raise ValueError(f"augment border {border!r}: use 'black' or 'reflect'")
     angle = float(rng.uniform(-15, 15))
     scale = float(rng.uniform(0.9, 1.1))
+    h, w = x.shape[-2:]
+    pad = (w // 2, w // 2, h // 2, h // 2) if border == "reflect" else None
+    if pad:  # a warp of the mirrored image, cropped back: no corner comes from outside it
+        x = F.pad(x[None], pad, mode="reflect")[0]
+        fg = F.pad(fg[None], pad, mode="reflect")[0]
     x = TF.affine(x, angle=angle, translate=[0, 0], scale=scale, shear=[0.0],
                   interpolation=TF.InterpolationMode.BILINEAR)
     fg = TF.affine(fg, angle=angle, translate=[0, 0], scale=scale, shear=[0.0],
                    interpolation=TF.InterpolationMode.NEAREST)
+    if pad:
+        x, fg = x[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w], fg[..., pad[2]:pad[2] + h, pad[0]:pad[0] + w]
     gain, bias = float(rng.uniform(0.85, 1.15)), float(rng.uniform(-0.06, 0.06))
     mean = x.mean(dim=(-2, -1), keepdim=True)
     x = ((x - mean) * gain + mean + bias).clamp(0, 1)
@@ -112,13 +137,17 @@ class ShotSet:
     def __len__(self):
         return len(self.classes)
 
-    def batch(self, n: int, rng: np.random.Generator, aug: bool):
+    def batch(self, n: int, rng: np.random.Generator, aug: bool | str):
+        """``n`` shots drawn with ``rng``, augmented unless ``aug`` is False (``Config.augment``:
+        True or "black", the paper's warp with black borders, or "reflect")."""
+        if aug not in (False, *AUGMENT_BORDERS):
+            raise ValueError(f"config field 'augment' must be true, false, 'black' or 'reflect', got {aug!r}")
         idx = rng.integers(0, len(self), n)
         xs, fgs = [], []
         for i in idx:
             x, fg = self.x[i], self.fg[i]
             if aug:
-                x, fg = augment(x, fg, rng)
+                x, fg = augment(x, fg, rng, AUGMENT_BORDERS[aug])
             xs.append(x), fgs.append(fg)
         return torch.stack(xs), torch.stack(fgs), [self.classes[i] for i in idx]
 

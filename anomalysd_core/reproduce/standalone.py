@@ -77,8 +77,9 @@ def run_it_yourself(source: str, url: str = "", branch: str = "main") -> str:
     name = source.rsplit("/", 1)[-1]
     lines = [f"{{download}}`py:percent source <sources/{name}>` (open it as a notebook with Jupytext, "
              "or run it with `python`) or the executed notebook (the download button at the top of the "
-             "page): either runs on its own, as its set-up cell installs the package when it is missing "
-             "and the notebook builds its data in the working folder."]
+             "page): either runs on its own (uploaded to Colab, a course hub, a fresh folder), as its "
+             "set-up cell installs the package when it is missing and the notebook builds its data in "
+             "the working folder."]
     if url.startswith("https://github.com/"):
         owner_repo = url.removeprefix("https://github.com/")
         lines.append(f"[Launch on Binder](https://mybinder.org/v2/gh/{owner_repo}/{branch}?urlpath=lab/tree/{source}) "
