@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import get_config
-from ..utils import portable
+from .display import shown
 from .tables import get_results_dir
 
 #: The sweeps the notebooks run when their list parameters are left empty (``sweep_defaults``).
@@ -69,7 +69,7 @@ def resolve_base_model(profile: str, base_model: str = "", out_dir: str = "") ->
     if base_model:
         return str(base_model), f"Base model: `{base_model}` (set by the `base_model` parameter)."
     if Path(cfg.base_model).exists() or profile != "smoke":
-        return cfg.base_model, f"Base model: `{portable(cfg.base_model)}` (the profile's)."
+        return cfg.base_model, f"Base model: `{shown(cfg.base_model)}` (the profile's)."
     import os
     import shutil
     import tempfile
@@ -89,8 +89,8 @@ def resolve_base_model(profile: str, base_model: str = "", out_dir: str = "") ->
             os.replace(tmp, stand)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    note = (f"The base model `{portable(cfg.base_model)}` is absent, so this smoke run uses a RANDOMLY "
-            f"INITIALISED stand-in of the same architecture (`{portable(str(stand))}`): the code paths are real, "
+    note = (f"The base model `{shown(cfg.base_model)}` is absent, so this smoke run uses a RANDOMLY "
+            f"INITIALISED stand-in of the same architecture (`{shown(stand)}`): the code paths are real, "
             "the images and numbers are not meaningful.")
     return str(stand), note
 

@@ -39,7 +39,9 @@ def repository(repo: Path = REPO_ROOT) -> tuple[str, str]:
     import yaml
 
     conf_file = Path(repo) / "_config.yml"
-    conf = (yaml.safe_load(conf_file.read_text()) or {}).get("repository") or {} if conf_file.is_file() else {}
+    conf = {}
+    if conf_file.is_file():
+        conf = (yaml.safe_load(conf_file.read_text()) or {}).get("repository") or {}
     url = os.environ.get("BOOK_REPOSITORY_URL") or conf.get("url") or ""
     branch = os.environ.get("BOOK_REPOSITORY_BRANCH") or conf.get("branch") or "main"
     return url.rstrip("/"), branch
