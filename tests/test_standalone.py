@@ -58,7 +58,8 @@ def test_a_notebook_runs_alone_in_an_empty_folder(tmp_path):
 
     env_dir, work = tmp_path / "env", tmp_path / "work"
     work.mkdir()
-    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=300)
+    # no pip or setuptools of its own (ensurepip's older ones would shadow the dependencies')
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=300)
     py = env_dir / "bin" / "python"
     site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
