@@ -93,6 +93,11 @@ def test_book_workflow_publishes_the_site_and_uploads_the_results():
     assert {"actions/upload-pages-artifact", "actions/upload-artifact", "actions/deploy-pages"} <= set(uses)
     assert wf["jobs"]["deploy"]["permissions"] == {"pages": "write", "id-token": "write"}
     assert wf["permissions"] == {"contents": "read"}
+    # the Colab links' notebooks: written by the documented command, pushed only from main
+    colab = wf["jobs"]["colab"]
+    assert colab["permissions"] == {"contents": "write"} and colab["if"] == "github.ref == 'refs/heads/main'"
+    script = "\n".join(s.get("run", "") for s in colab["steps"])
+    assert "python -m anomalysd_core.reproduce.standalone --out" in script and " colab\n" in script + "\n"
 
 
 def test_paper_workflow_runs_on_a_gpu_runner_by_hand():

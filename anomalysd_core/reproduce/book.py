@@ -281,7 +281,7 @@ def execute_notebook(src: Path, out: Path, parameters: dict, kernel_name: str = 
     import nbformat
     import papermill as pm
 
-    nb = standalone.with_setup_cell(read_notebook(src, kernel_name), standalone.repository()[0])
+    nb = standalone.with_setup_cell(read_notebook(src, kernel_name), *standalone.repository())
     out = Path(out)
     failed = out.with_name(out.stem + ".failed.ipynb")
     env_before = {k: os.environ.get(k) for k in KERNEL_ENV}

@@ -1,6 +1,6 @@
 """A notebook outside the clone: the set-up cell that installs the package where it is missing,
 and what each notebook page of the book offers a reader who wants to run it (its py:percent
-source with that cell, a Binder session of the repository).
+source with that cell; for a GitHub repository, a Binder session and a Colab notebook).
 
 The runner (``book.execute_notebook``) adds the set-up cell after the papermill parameters, so
 every executed notebook, the ones the site offers for download included, starts with it; in a
@@ -9,6 +9,12 @@ course's hub), it installs the package from ``ANOMALYSD_INSTALL_FROM`` (any pip 
 clone's path, a wheel, ``git+https://...``) or from the repository the book was built from
 (``repository``), then the notebook builds the mini or smoke benchmark in the working folder on
 first use, as in a clone (``config.project_root``).
+
+Colab opens notebooks from GitHub only as ``.ipynb``, and the repository keeps py:percent sources.
+``write_notebooks`` converts them, set-up cell included; the book workflow pushes them to the
+repository's ``colab`` branch (``COLAB_BRANCH``), which the pages' Colab links open::
+
+    python -m anomalysd_core.reproduce.standalone --out build/colab
 """
 from __future__ import annotations
 
@@ -18,17 +24,26 @@ from pathlib import Path
 from ..config import REPO_ROOT
 
 SETUP_TAG = "setup"
-SETUP_CELL = '''# Set-up. In a clone after `make install` this does nothing; a notebook run on its own installs
-# the package first: from ANOMALYSD_INSTALL_FROM (a pip requirement: a clone's path, a wheel,
-# git+https://...) or else from the repository this book was built from.
+COLAB_BRANCH = "colab"  # the branch of .ipynb notebooks that the book workflow pushes
+SETUP_CELL = '''# Set-up. In a clone after `make install` this does nothing. A notebook run on its own (Colab, a
+# download) installs the package first: from ANOMALYSD_INSTALL_FROM (a pip requirement: a clone's
+# path, a wheel, git+https://...) or else from a shallow clone of the repository this book was
+# built from, made beside the notebook; its data, models and results then live in that clone.
 import importlib.util, os, subprocess, sys  # noqa: E401
-REPOSITORY = {repository!r}
+REPOSITORY, BRANCH = {repository!r}, {branch!r}
 if importlib.util.find_spec("anomalysd_core") is None:
-    source = os.environ.get("ANOMALYSD_INSTALL_FROM") or (REPOSITORY and f"git+{{REPOSITORY}}")
-    if not source:
+    source = os.environ.get("ANOMALYSD_INSTALL_FROM")
+    if source:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
+    elif REPOSITORY:
+        clone = os.path.abspath("anomalysd-companion")
+        if not os.path.isdir(clone):
+            subprocess.check_call(["git", "clone", "-q", "--depth", "1", "--branch", BRANCH, REPOSITORY, clone])
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", clone])
+        sys.path.insert(0, clone)  # this kernel started before the editable install existed
+    else:
         raise RuntimeError("anomalysd_core is not installed: pip install a clone of its repository "
                            "(pip install /path/to/clone), or set ANOMALYSD_INSTALL_FROM to one")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
 '''
 
 
@@ -47,8 +62,8 @@ def repository(repo: Path = REPO_ROOT) -> tuple[str, str]:
     return url.rstrip("/"), branch
 
 
-def with_setup_cell(nb, url: str = ""):
-    """``nb`` with the set-up cell (``SETUP_CELL``, installing from ``url``) after its parameters
+def with_setup_cell(nb, url: str = "", branch: str = "main"):
+    """``nb`` with the set-up cell (``SETUP_CELL``, installing from ``url`` at ``branch``) after its parameters
     cell (first when it has none); a notebook that has one already keeps it.
 
     >>> import nbformat
@@ -63,14 +78,14 @@ def with_setup_cell(nb, url: str = ""):
         return nb
     at = next((i + 1 for i, c in enumerate(nb.cells)
                if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])), 0)
-    nb.cells.insert(at, nbformat.v4.new_code_cell(SETUP_CELL.format(repository=url),
+    nb.cells.insert(at, nbformat.v4.new_code_cell(SETUP_CELL.format(repository=url, branch=branch),
                                                   metadata={"tags": [SETUP_TAG]}))
     return nb
 
 
 def run_it_yourself(source: str, url: str = "", branch: str = "main") -> str:
     """The note each notebook page opens with: download its py:percent source (``source``: its
-    path in the repository) and, for a GitHub ``url``, open it on Binder or read it on GitHub.
+    path in the repository) and, for a GitHub ``url``, open it on Binder or Colab or read it on GitHub.
 
     >>> print(run_it_yourself("notebooks/05_main_results.py"))  # doctest: +ELLIPSIS
     ```{admonition} Run it yourself
@@ -84,8 +99,12 @@ def run_it_yourself(source: str, url: str = "", branch: str = "main") -> str:
              "the working folder."]
     if url.startswith("https://github.com/"):
         owner_repo = url.removeprefix("https://github.com/")
+        stem = name.rsplit(".", 1)[0]
         lines.append(f"[Launch on Binder](https://mybinder.org/v2/gh/{owner_repo}/{branch}?urlpath=lab/tree/{source}) "
-                     f"(the repository's `environment.yml`, Jupytext included) or "
+                     f"(the repository's `environment.yml`, Jupytext included), "
+                     f"[open it in Colab](https://colab.research.google.com/github/{owner_repo}/blob/{COLAB_BRANCH}/"
+                     f"{stem}.ipynb) (its set-up cell clones the repository and installs the package, a few "
+                     f"minutes; mini runs on Colab's CPU as here) or "
                      f"[read the source on GitHub]({url}/blob/{branch}/{source}).")
     return "```{admonition} Run it yourself\n:class: tip\n" + "\n\n".join(lines) + "\n```"
 
@@ -101,8 +120,50 @@ def stage_notebook(executed: Path, source: Path, nb_dest: Path, url: str = "", b
     rel = source.relative_to(REPO_ROOT).as_posix() if source.is_relative_to(REPO_ROOT) else source.name
     nb.cells.insert(at, nbformat.v4.new_markdown_cell(run_it_yourself(rel, url, branch)))
     nbformat.write(nb, nb_dest / executed.name)
-    src_nb = with_setup_cell(jupytext.reads(source.read_text(), fmt="py:percent"), url)
+    src_nb = with_setup_cell(jupytext.reads(source.read_text(), fmt="py:percent"), url, branch)
     (nb_dest / "sources").mkdir(parents=True, exist_ok=True)
     (nb_dest / "sources" / source.name).write_text(jupytext.writes(src_nb, fmt="py:percent"))
 
 
+
+
+def write_notebooks(out: Path, url: str = "", branch: str = "main") -> list[Path]:
+    """Every chapter (``notebooks/NN_*.py``) as an unexecuted ``.ipynb`` with the set-up cell
+    (installing from ``url`` at ``branch``) in the folder ``out``, each written whole or not at
+    all, and a README saying where they come from; returns the notebooks written."""
+    import jupytext
+    import nbformat
+
+    from ..utils import write_text_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
+        nb = with_setup_cell(jupytext.reads(src.read_text(), fmt="py:percent"), url, branch)
+        nb.metadata.pop("jupytext", None)  # a plain notebook here, not a pair of the .py
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        dest = out / f"{src.stem}.ipynb"
+        write_text_atomic(dest, nbformat.writes(nb))
+        written.append(dest)
+    where = f"{url} ({branch})" if url else "its repository"
+    write_text_atomic(out / "README.md", f"# Notebooks for Colab\n\nGenerated from the py:percent sources of {where} "
+                 "by `python -m anomalysd_core.reproduce.standalone`; do not edit them here. Each one's "
+                 "set-up cell clones that repository and installs the package when it is missing.\n")
+    return written
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m anomalysd_core.reproduce.standalone",
+                                 description="write the notebooks as .ipynb with their set-up cell (for Colab)")
+    ap.add_argument("--out", required=True, help="folder to write them to")
+    args = ap.parse_args(argv)
+    url, branch = repository()
+    for p in write_notebooks(Path(args.out), url, branch):
+        print(p)
+
+
+if __name__ == "__main__":
+    main()
