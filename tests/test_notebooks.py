@@ -6,6 +6,7 @@ The Jupyter Book site: it builds offline from the executed smoke notebooks, fail
 reference or a missing glue key, and its results page renders in headless Chromium."""
 import csv
 import json
+import os
 import shutil
 import subprocess
 import textwrap
@@ -265,6 +266,9 @@ def test_paper_notebooks_execute_at_smoke(smoke_all):
 
 
 # ------------------------------------------------------------------ the site
+REPOSITORY = "https://github.com/o/r"
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     d = shared_dirs(tmp_path_factory)
@@ -275,7 +279,14 @@ def executed(tmp_path_factory):
 @pytest.fixture(scope="module")
 def site(executed, tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
-    src = book.stage_book(executed, root / "src")
+    # built as the book workflow builds it, for a GitHub repository: the pages' launch links exist
+    # and the offline checks below see them
+    old = os.environ.get("BOOK_REPOSITORY_URL")
+    os.environ["BOOK_REPOSITORY_URL"] = REPOSITORY
+    try:
+        src = book.stage_book(executed, root / "src")
+    finally:
+        os.environ.pop("BOOK_REPOSITORY_URL") if old is None else os.environ.__setitem__("BOOK_REPOSITORY_URL", old)
     book.jupyter_book_build(src, root, strict=True)
     return root / "_build" / "html"
 
@@ -296,6 +307,10 @@ def test_book_builds_strictly(site, executed):
     assert "anomalysd_schematic.png" in intro and (site / "_images" / "anomalysd_schematic.png").is_file()
     nb = (site / "book" / "notebooks" / "01_preliminaries.html").read_text()
     assert "data:image/png" in nb or "_images/" in nb
+    # each chapter links its source (downloaded from the site), Binder and Colab
+    assert "01_preliminaries.py" in nb and list(site.rglob("_downloads/*/01_preliminaries.py"))
+    assert "https://mybinder.org/v2/gh/o/r/" in nb
+    assert "https://colab.research.google.com/github/o/r/blob/colab/01_preliminaries.ipynb" in nb
 
 
 @pytest.mark.slow
