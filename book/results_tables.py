@@ -389,6 +389,32 @@ glue_study("image_score_x3h", "val-x3h/image_score_validation", _top_table, "ima
 glue_study("choice_noise_x3h", "val-x3h/choice_noise_validation", _choice_table, "choice_noise_validation")
 glue_study("auto_validation_x3h", "val-x3h/auto_lambda_validation", _auto_table, "auto_lambda_validation")
 
+# mini build version 4's validation build (data/mini-val: 16 training normals, 48 test images per
+# class), with mini's choices as they are: every study run again there, and the fine-tune's border
+for key, name, table in (("blur_validation_v4", "map_blur_validation", _blur_table),
+                         ("floor_validation_v4", "proto_floor_validation", _floor_table),
+                         ("alpha_validation_v4", "fusion_alpha_validation", _alpha_table),
+                         ("image_score_v4", "image_score_validation", _top_table),
+                         ("choice_noise_v4", "choice_noise_validation", _choice_table),
+                         ("auto_validation_v4", "auto_lambda_validation", _auto_table)):
+    glue_study(key, f"val-v4/{name}", table, name)
+
+
+def _border_table(b):
+    """Per border fill: image / pixel AUROC and the normal maps' border ratio, class means per
+    seed, then mean and standard deviation over seeds (percent; the ratio as it is)."""
+    m = b.groupby(["border", "seed"])[["i_auroc", "p_auroc", "border_ratio"]].mean()
+    mean, sd = m.groupby("border").mean(), m.groupby("border").std()
+    out = pd.DataFrame({f"{label}": [f"{mean.loc[k, c] * f:.{d}f} ± {sd.loc[k, c] * f:.{d}f}" for k in mean.index]
+                        for label, c, f, d in (("i-AUROC", "i_auroc", 100, 1), ("p-AUROC", "p_auroc", 100, 1),
+                                               ("border / middle of a normal map", "border_ratio", 1, 2))},
+                       index=mean.index.map({"black": "black (TF.affine's fill; mini)",
+                                            "reflect": "mirrored (augment='reflect'; paper)"}.get))
+    return out.rename_axis("corners of the warp").reset_index()
+
+
+glue_study("augment_border_v4", "val-v4/augment_border_validation", _border_table, "augment_border_validation")
+
 
 def _builds_table(name: str, cell, test=None):
     """One column per validation build (``cell(df)``: a Series per class) and, if given, the test

@@ -232,8 +232,9 @@ def test_lr_schedules():
 
 
 def test_augment_border_is_a_setting_black_by_default():
-    """``augment="reflect"`` mirrors the warp's corners instead of filling them black; True keeps
-    the paper-profile behaviour (and its configuration hash); anything else is refused by name."""
+    """``augment="reflect"`` mirrors the warp's corners instead of filling them black (the paper
+    profile's default); True keeps black and mini's configuration hash; anything else is refused
+    by name."""
     from anomalysd_core.config import get_config
 
     grey = {"c": [np.full((32, 32, 3), 0.5, np.float32)]}
@@ -245,6 +246,7 @@ def test_augment_border_is_a_setting_black_by_default():
     assert corners[True] < 0.1 < 0.3 < corners["reflect"]
     assert get_config("mini", augment="reflect").augment == "reflect"
     assert get_config("mini").hash(["augment"]) == get_config("mini", augment=True).hash(["augment"])
+    assert get_config("mini").augment is True and get_config("paper").augment == "reflect"
     with pytest.raises(ValueError, match="augment"):
         get_config("mini", augment="mirror")
     with pytest.raises(ValueError, match="augment"):
