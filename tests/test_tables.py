@@ -410,13 +410,19 @@ def test_pool_workers_exit_with_a_killed_parent(over, tmp_path):
     grid = [(f"seed {s}", {**base, "seed": s}) for s in range(4)]
     code = ("import json, sys; from anomalysd_core.reproduce import schedule, settings; "
             "schedule.run_settings('smoke', json.loads(sys.argv[1]), settings.run_setting, workers=2)")
+    def cmdline(proc) -> str:  # "" for a short-lived child that ended while being listed
+        try:
+            return " ".join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            return ""
+
     parent = subprocess.Popen([sys.executable, "-c", code, json.dumps(grid)])
     try:
         deadline = time.time() + 120
         workers = []
         while time.time() < deadline and len(workers) < 2:  # the pool's 2 workers (+ its tracker)
             workers = [c for c in psutil.Process(parent.pid).children(recursive=True)
-                       if "spawn_main" in " ".join(c.cmdline())]
+                       if "spawn_main" in cmdline(c)]
             time.sleep(0.2)
         assert len(workers) == 2, "the pool did not start"
         while time.time() < deadline and not list((tmp_path / "runs").rglob("*.npz")):
