@@ -420,7 +420,8 @@ def _builds_table(name: str, cell, test=None):
     """One column per validation build (``cell(df)``: a Series per class) and, if given, the test
     images' (``test``), side by side; a note where a build's CSV is missing."""
     cols = {}
-    for build, label in (("val-x3", "validation x3"), ("val-x3h", "held-out validation x3")):
+    for build, label in (("val-x3", "validation x3"), ("val-x3h", "held-out validation x3"),
+                         ("val-v4", "validation, build 4")):
         csv = rdir / build / f"{name}.csv"
         if csv.is_file():
             cols[label] = cell(pd.read_csv(csv))
