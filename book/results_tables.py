@@ -405,7 +405,7 @@ def _border_table(b):
     seed, then mean and standard deviation over seeds (percent; the ratio as it is)."""
     m = b.groupby(["border", "seed"])[["i_auroc", "p_auroc", "border_ratio"]].mean()
     mean, sd = m.groupby("border").mean(), m.groupby("border").std()
-    out = pd.DataFrame({f"{label}": [f"{mean.loc[k, c] * f:.{d}f} ± {sd.loc[k, c] * f:.{d}f}" for k in mean.index]
+    out = pd.DataFrame({label: [f"{mean.loc[k, c] * f:.{d}f} ± {sd.loc[k, c] * f:.{d}f}" for k in mean.index]
                         for label, c, f, d in (("i-AUROC", "i_auroc", 100, 1), ("p-AUROC", "p_auroc", 100, 1),
                                                ("border / middle of a normal map", "border_ratio", 1, 2))},
                        index=mean.index.map({"black": "black (TF.affine's fill; mini)",

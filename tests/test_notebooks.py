@@ -6,7 +6,6 @@ The Jupyter Book site: it builds offline from the executed smoke notebooks, fail
 reference or a missing glue key, and its results page renders in headless Chromium."""
 import csv
 import json
-import os
 import shutil
 import subprocess
 import textwrap
@@ -281,12 +280,9 @@ def site(executed, tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
     # built as the book workflow builds it, for a GitHub repository: the pages' launch links exist
     # and the offline checks below see them
-    old = os.environ.get("BOOK_REPOSITORY_URL")
-    os.environ["BOOK_REPOSITORY_URL"] = REPOSITORY
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BOOK_REPOSITORY_URL", REPOSITORY)
         src = book.stage_book(executed, root / "src")
-    finally:
-        os.environ.pop("BOOK_REPOSITORY_URL") if old is None else os.environ.__setitem__("BOOK_REPOSITORY_URL", old)
     book.jupyter_book_build(src, root, strict=True)
     return root / "_build" / "html"
 

@@ -109,6 +109,13 @@ def run_it_yourself(source: str, url: str = "", branch: str = "main") -> str:
     return "```{admonition} Run it yourself\n:class: tip\n" + "\n\n".join(lines) + "\n```"
 
 
+def source_notebook(source: Path, url: str = "", branch: str = "main"):
+    """The py:percent chapter ``source`` read as a notebook, with the set-up cell."""
+    import jupytext
+
+    return with_setup_cell(jupytext.reads(Path(source).read_text(), fmt="py:percent"), url, branch)
+
+
 def stage_notebook(executed: Path, source: Path, nb_dest: Path, url: str = "", branch: str = "main") -> None:
     """Put one executed notebook on the book's page tree ``nb_dest`` with the "run it yourself"
     note after its title, and its py:percent source, set-up cell included, in ``nb_dest/sources``."""
@@ -120,18 +127,15 @@ def stage_notebook(executed: Path, source: Path, nb_dest: Path, url: str = "", b
     rel = source.relative_to(REPO_ROOT).as_posix() if source.is_relative_to(REPO_ROOT) else source.name
     nb.cells.insert(at, nbformat.v4.new_markdown_cell(run_it_yourself(rel, url, branch)))
     nbformat.write(nb, nb_dest / executed.name)
-    src_nb = with_setup_cell(jupytext.reads(source.read_text(), fmt="py:percent"), url, branch)
+    src_nb = source_notebook(source, url, branch)
     (nb_dest / "sources").mkdir(parents=True, exist_ok=True)
     (nb_dest / "sources" / source.name).write_text(jupytext.writes(src_nb, fmt="py:percent"))
-
-
 
 
 def write_notebooks(out: Path, url: str = "", branch: str = "main") -> list[Path]:
     """Every chapter (``notebooks/NN_*.py``) as an unexecuted ``.ipynb`` with the set-up cell
     (installing from ``url`` at ``branch``) in the folder ``out``, each written whole or not at
     all, and a README saying where they come from; returns the notebooks written."""
-    import jupytext
     import nbformat
 
     from ..utils import write_text_atomic
@@ -140,16 +144,17 @@ def write_notebooks(out: Path, url: str = "", branch: str = "main") -> list[Path
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for src in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
-        nb = with_setup_cell(jupytext.reads(src.read_text(), fmt="py:percent"), url, branch)
+        nb = source_notebook(src, url, branch)
         nb.metadata.pop("jupytext", None)  # a plain notebook here, not a pair of the .py
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         dest = out / f"{src.stem}.ipynb"
         write_text_atomic(dest, nbformat.writes(nb))
         written.append(dest)
     where = f"{url} ({branch})" if url else "its repository"
-    write_text_atomic(out / "README.md", f"# Notebooks for Colab\n\nGenerated from the py:percent sources of {where} "
-                 "by `python -m anomalysd_core.reproduce.standalone`; do not edit them here. Each one's "
-                 "set-up cell clones that repository and installs the package when it is missing.\n")
+    write_text_atomic(out / "README.md",
+                      f"# Notebooks for Colab\n\nGenerated from the py:percent sources of {where} by "
+                      "`python -m anomalysd_core.reproduce.standalone`; do not edit them here. Each one's "
+                      "set-up cell clones that repository and installs the package when it is missing.\n")
     return written
 
 
